@@ -1,0 +1,153 @@
+"""Answer fix-ups: reshape new-API answers into what Classic callers read.
+
+A row opts in by name (`answer="job"`); everything else streams through untouched. A fix-up
+declares when it needs the body (`when`), so only those answers are buffered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .call import Call, Reply
+
+Fix = Callable[[Call, int, bytes], tuple[int, bytes]]
+
+
+def _ok(call: Call, status: int) -> bool:
+    return 200 <= status < 300
+
+
+@dataclass(frozen=True)
+class Answer:
+    fix: Fix
+    when: Callable[[Call, int], bool] = _ok
+
+
+def _load(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _dump(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _hgp(call: Call, job: dict[str, Any]) -> dict[str, Any]:
+    """Classic job objects name their instance; the provider crashes without hub/group/project."""
+    if call.instance:
+        hub, group, project = call.instance.split("/")
+        job.setdefault("hub", hub)
+        job.setdefault("group", group)
+        job.setdefault("project", project)
+    state = job.get("state")
+    if "status" not in job and isinstance(state, dict) and "status" in state:
+        job["status"] = state["status"]
+    return job
+
+
+def device_names(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    doc = _load(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("devices"), list):
+        return status, body
+    names = [d["name"] if isinstance(d, dict) else d for d in doc["devices"]]
+    return status, _dump({"devices": [n for n in names if isinstance(n, str)]})
+
+
+def job(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    doc = _load(body)
+    if not isinstance(doc, dict):
+        return status, body
+    return status, _dump(_hgp(call, doc))
+
+
+def job_list(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    doc = _load(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
+        return status, body
+    doc["jobs"] = [_hgp(call, j) if isinstance(j, dict) else j for j in doc["jobs"]]
+    doc.setdefault("count", len(doc["jobs"]))
+    return status, _dump(doc)
+
+
+def job_created(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    return job(call, status, body)
+
+
+def metrics(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    """Legacy SDKs read usage.quantum_seconds, which the new API renamed (2026-03-15)."""
+    doc = _load(body)
+    if not isinstance(doc, dict):
+        return status, body
+    usage = doc.get("usage")
+    if isinstance(usage, dict) and "qpu_charge_time_seconds" in usage:
+        usage.setdefault("quantum_seconds", usage["qpu_charge_time_seconds"])
+        usage.setdefault("seconds", usage["qpu_charge_time_seconds"])
+    return status, _dump(doc)
+
+
+def defaults(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    """Every legacy SDK builds its Target from defaults; a 404 breaks all of them, `{}` does not."""
+    if status == 404:
+        return 200, b"{}"
+    return status, body
+
+
+def _defaults_when(call: Call, status: int) -> bool:
+    return status == 404
+
+
+def results(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    return status, body
+
+
+ANSWERS: dict[str, Answer] = {
+    "device_names": Answer(device_names),
+    "job": Answer(job),
+    "job_list": Answer(job_list),
+    "job_created": Answer(job_created),
+    "metrics": Answer(metrics),
+    "defaults": Answer(defaults, _defaults_when),
+    "results": Answer(results, lambda call, status: False),
+}
+
+
+def classic_error(call: Call, status: int, body: bytes) -> bytes:
+    """Add the Classic `error` object next to the new `errors` list, so old SDKs show the message."""
+    doc = _load(body)
+    if not isinstance(doc, dict) or "error" in doc:
+        return body
+    errors = doc.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    message = first.get("message") or doc.get("message") or f"upstream answered {status}"
+    code: Any = first.get("code", status)
+    if status == 404 and call.route is not None and "{job_id}" in call.route.template:
+        code = 3250  # what qiskit-ibm-provider recognizes as "job not found"
+        message = f"{message} Error code: 3250."
+    doc["error"] = {"message": message, "code": code, "status": status}
+    return _dump(doc)
+
+
+# ------------------------------------------------------------------ local answers for legacy SDKs
+
+
+async def usage(call: Call, body: bytes) -> Reply:
+    """Classic /usage: SDK 0.40.1 checks pending-job quota before each open-plan submit."""
+    return Reply.json(
+        {
+            "byInstance": [{"instance": call.instance, "pendingJobs": 0, "maxPendingJobs": 1000}],
+            "note": "synthesized by qiskit-classic-proxy: the new API has no per-instance job quota",
+        }
+    )
+
+
+async def job_type(call: Call, body: bytes) -> Reply:
+    """qiskit-ibm-provider asks this before reading results; everything is a Runtime job now."""
+    return Reply.json({"type": "RUNTIME"})
+
+
+LOCAL = {"usage": usage, "job_type": job_type}

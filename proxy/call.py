@@ -1,0 +1,51 @@
+"""The per-request context every stage reads; built once by app.py, passed forward only."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .routes import Route
+
+
+@dataclass
+class Reply:
+    """An answer the proxy gives itself (local routes, fix-ups, errors)."""
+
+    status: int
+    body: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    content_type: bytes | None = b"application/json"
+
+    @classmethod
+    def json(cls, doc: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> Reply:
+        return cls(status, json.dumps(doc, separators=(",", ":")).encode(), headers or [])
+
+
+@dataclass
+class Call:
+    request_id: str
+    method: str
+    path: str  # normalized legacy path
+    route: Route | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    query: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names, first value
+    caller: str = "anonymous"  # client-token name, or the login name
+    sdk: str = "other"  # e.g. "qiskit_ibm_runtime-0.40.1"
+    sdk_version: tuple[int, ...] = ()
+    authenticated: bool = False
+    instance: str = ""  # legacy hub/group/project
+    crn: str = ""
+    base_url: str = ""  # how the caller reached us: scheme://host[:port]
+    started: float = field(default_factory=time.perf_counter)
+    upstream: str = "-"  # "METHOD /v1/..." for the access log
+    status: int = 0
+    action: str = "-"
+
+    @property
+    def is_legacy_sdk(self) -> bool:
+        """Legacy SDKs identify themselves; plain curl/dashboards do not."""
+        return self.sdk != "other" or "x-access-token" in self.headers

@@ -1,0 +1,208 @@
+"""Query and body rewrites: small, declarative operations that route rows compose.
+
+Each op is a frozen value with `apply`; a row lists them and they run in order. The ops never
+see secrets: identity headers are built by upstream.py, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from .errors import BadRequest
+
+Query = list[tuple[str, str]]
+
+# ---------------------------------------------------------------------------------- query ops
+
+
+@dataclass(frozen=True)
+class DropQuery:
+    names: tuple[str, ...]
+
+    def apply(self, query: Query) -> Query:
+        return [(k, v) for k, v in query if k not in self.names]
+
+    def describe(self) -> str:
+        return "drop ?" + ",".join(self.names)
+
+
+@dataclass(frozen=True)
+class DefaultQuery:
+    name: str
+    value: str
+
+    def apply(self, query: Query) -> Query:
+        if any(k == self.name for k, _ in query):
+            return query
+        return [*query, (self.name, self.value)]
+
+    def describe(self) -> str:
+        return f"default ?{self.name}={self.value}"
+
+
+@dataclass(frozen=True)
+class LowerBoolQuery:
+    """Python SDKs send `exclude_params=False` (str(bool)); the new API wants `false`."""
+
+    names: tuple[str, ...]
+
+    def apply(self, query: Query) -> Query:
+        return [(k, v.lower() if k in self.names and v in ("True", "False") else v) for k, v in query]
+
+    def describe(self) -> str:
+        return "lower-case booleans ?" + ",".join(self.names)
+
+
+# ----------------------------------------------------------------------------------- body ops
+
+
+@dataclass(frozen=True)
+class DropKeys:
+    names: tuple[str, ...]
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        for n in self.names:
+            body.pop(n, None)
+        return body
+
+    def describe(self) -> str:
+        return "drop " + ",".join(self.names)
+
+
+@dataclass(frozen=True)
+class RenameKey:
+    old: str
+    new: str
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.old in body:
+            value = body.pop(self.old)
+            body.setdefault(self.new, value)
+        return body
+
+    def describe(self) -> str:
+        return f"rename {self.old}->{self.new}"
+
+
+@dataclass(frozen=True)
+class DefaultKey:
+    name: str
+    value: Any
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get(self.name) is None:
+            body[self.name] = self.value
+        return body
+
+    def describe(self) -> str:
+        return f"default {self.name}={self.value!r}"
+
+
+_TTL_RE = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds from an int or a string like "1h", "90m", "1h30m", "600" (the provider sends raw strings)."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str):
+        s = value.strip()
+        if s.isdigit():
+            return int(s)
+        m = _TTL_RE.match(s)
+        if m and any(m.groups()):
+            h, mi, se = (int(g) if g else 0 for g in m.groups())
+            return h * 3600 + mi * 60 + se
+    raise ValueError(f"not a duration: {value!r}")
+
+
+@dataclass(frozen=True)
+class DurationKey:
+    name: str
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get(self.name) is not None:
+            try:
+                body[self.name] = parse_duration(body[self.name])
+            except ValueError:
+                raise BadRequest(
+                    f"{self.name} must be seconds or a duration like '1h' or '30m'", code="invalid_duration"
+                ) from None
+        return body
+
+    def describe(self) -> str:
+        return f"parse duration {self.name}"
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def rewrite_query(raw: bytes, ops: Sequence[DropQuery | DefaultQuery | LowerBoolQuery]) -> bytes:
+    if not ops:
+        return raw
+    query: Query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    for op in ops:
+        query = op.apply(query)
+    return urlencode(query).encode("latin-1")
+
+
+def query_values(raw: bytes, name: str) -> list[str]:
+    return [v for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if k == name]
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse a JSON body whatever its Content-Type (0.23 and the provider send none)."""
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    return doc
+
+
+def rewrite_body(doc: dict[str, Any], ops: Sequence[Any]) -> dict[str, Any]:
+    for op in ops:
+        doc = op.apply(doc)
+    return doc
+
+
+def dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def drop(*names: str) -> DropKeys:
+    return DropKeys(names)
+
+
+def drop_query(*names: str) -> DropQuery:
+    return DropQuery(names)
+
+
+def rename(old: str, new: str) -> RenameKey:
+    return RenameKey(old, new)
+
+
+def default(name: str, value: Any) -> DefaultKey:
+    return DefaultKey(name, value)
+
+
+def duration(name: str) -> DurationKey:
+    return DurationKey(name)
+
+
+def default_query(name: str, value: str) -> DefaultQuery:
+    return DefaultQuery(name, value)
+
+
+def lower_bools(*names: str) -> LowerBoolQuery:
+    return LowerBoolQuery(names)
