@@ -84,7 +84,13 @@ class ProxyApp:
         }
         self._check_table()
         self.ops = build_ops_app(self)
-        self.hooks: list[Callable[[Call], None]] = []  # after each request (metrics, usage record)
+        # Extension points (phase-out, metrics, usage record). Kept as plain lists so the hot path
+        # pays nothing when they are empty.
+        self.before: list[Callable[[Call], None]] = []  # after match+identify; may raise ProxyError
+        self.response_headers: list[Callable[[Call], list[tuple[bytes, bytes]]]] = []  # on legacy answers
+        self.hooks: list[Callable[[Call], None]] = []  # after each request, must not block
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _check_table(self) -> None:
@@ -108,6 +114,8 @@ class ProxyApp:
         self.tokens = TokenProvider(key, s.iam_url, timeout=s.iam_timeout, client=iam_client)
         if key:
             asyncio.get_running_loop().create_task(self._prefetch())
+        for fn in self.on_startup:
+            await fn()
 
     async def _prefetch(self) -> None:
         assert self.tokens is not None
@@ -117,6 +125,8 @@ class ProxyApp:
             pass  # logged by the token provider; requests will answer 502/503 meanwhile
 
     async def shutdown(self) -> None:
+        for fn in self.on_shutdown:
+            await fn()
         if self.upstream is not None:
             await self.upstream.aclose()
         if self.tokens is not None:
@@ -172,6 +182,9 @@ class ProxyApp:
             if message["type"] == "http.response.start":
                 started = True
                 call.status = message["status"]
+                if self.response_headers and call.route is not None:
+                    extra = [h for fn in self.response_headers for h in fn(call)]
+                    message = {**message, "headers": [*message["headers"], *extra]}
             await send(message)
 
         try:
@@ -179,6 +192,8 @@ class ProxyApp:
             match = self.table.match(call.method, call.path)
             call.route, call.params = match.route, match.params
             self._identify(call, scope)
+            for check in self.before:
+                check(call)
             await self._dispatch(call, match.route, receive, tracked_send)
         except ProxyError as err:
             if not started:
@@ -432,7 +447,23 @@ def build_ops_app(proxy: ProxyApp) -> FastAPI:
 
 
 def create_app(settings: Settings, **kw: Any) -> ProxyApp:
-    return ProxyApp(settings, **kw)
+    app = ProxyApp(settings, **kw)
+    _install_plugins(app)
+    return app
+
+
+def _install_plugins(app: ProxyApp) -> None:
+    """Optional modules hook themselves in with `install(app)` (phase-out toolkit, metrics)."""
+    import importlib
+
+    for name in ("proxy.phaseout",):
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        mod.install(app)
 
 
 def app_factory() -> ProxyApp:

@@ -81,6 +81,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_start(args: argparse.Namespace) -> int:
+    """serve when IBM credentials are configured, else the demo: the README's first command."""
+    settings = load(args)
+    if settings.api_key is not None and settings.service_crn:
+        return cmd_serve(args)
+    print("No QCP_API_KEY / QCP_SERVICE_CRN configured: starting the demo against the built-in emulator.")
+    args.port = settings.port
+    args.emulator_port = 0
+    args.seconds = 0
+    return cmd_demo(args)
+
+
 # -------------------------------------------------------------------------------------- routes
 
 
@@ -242,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(p)
     p.add_argument("--workers", type=int, help="worker processes (QCP_WORKERS, default 1)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("start", help="serve if IBM credentials are configured, else run the demo")
+    _settings_flags(p)
+    p.add_argument("--workers", type=int, help="worker processes (QCP_WORKERS, default 1)")
+    p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("routes", help="print the Classic -> new route table")
     p.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")

@@ -42,6 +42,27 @@ def check(cond: Any, msg: str) -> None:
         raise StepFailed(msg)
 
 
+class _NoTraceback(logging.Filter):
+    """Keep SDK warnings on the console to their message line (0.23 logs a full traceback for
+    every job when its websocket is refused over plain http, legacy-clients.md section 5.6)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info or record.exc_text:
+            record.exc_info = None
+            record.exc_text = None
+        msg = record.getMessage()
+        if "\n" in msg:
+            record.msg, record.args = msg.split("\n", 1)[0] + " [...]", None
+        return True
+
+
+def quiet_sdk_tracebacks() -> None:
+    for name in ("qiskit_ibm_runtime", "qiskit_ibm_provider"):
+        lg = logging.getLogger(name)
+        for h in lg.handlers:
+            h.addFilter(_NoTraceback())
+
+
 class _ListHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
@@ -49,7 +70,8 @@ class _ListHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.records.append(f"log {record.name}: {record.getMessage()}"[:500])
+            msg = record.getMessage().split("\n", 1)[0]
+            self.records.append(f"log {record.name}: {msg}"[:500])
         except Exception:  # pragma: no cover - never let logging break a step
             pass
 
@@ -87,6 +109,7 @@ class Runner:
         parsed = urllib.parse.urlparse(args.url)
         self._marker_base = f"{parsed.scheme}://{parsed.netloc}"
         signal.signal(signal.SIGALRM, self._on_alarm)
+        quiet_sdk_tracebacks()
         print(f"== {driver}: {json.dumps(sdk)} url={args.url}", flush=True)
 
     @staticmethod

@@ -1,0 +1,118 @@
+"""Shared fixtures: the emulator and the proxy as real uvicorn servers on free loopback ports."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.app import create_app
+from proxy.config import Settings, load_settings
+from proxy.emulator import DEMO_API_KEY, DEMO_CRN, Emulator, EmulatorConfig, create_emulator_app
+from proxy.serving import BackgroundServer
+
+
+@dataclass
+class Running:
+    server: BackgroundServer
+    app: Any
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@dataclass
+class EmulatorHandle(Running):
+    @property
+    def state(self) -> Emulator:
+        return self.app.state.emulator
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.state.requests
+
+    def api_requests(self) -> list[dict[str, Any]]:
+        """Requests that reached the new API (IAM token calls are not recorded)."""
+        return [r for r in self.state.requests if r["path"].startswith("/api/")]
+
+    def clear(self) -> None:
+        self.state.requests.clear()
+
+
+def start_emulator(config: EmulatorConfig | None = None) -> EmulatorHandle:
+    app = create_emulator_app(config or EmulatorConfig())
+    return EmulatorHandle(BackgroundServer(app).start(), app)
+
+
+def proxy_settings(emulator_url: str, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "api_key": DEMO_API_KEY,
+        "service_crn": DEMO_CRN,
+        "upstream_url": emulator_url + "/api",
+        "iam_url": emulator_url + "/identity/token",
+        "usage_db": "",
+    }
+    base.update(overrides)
+    return load_settings(None, **base)
+
+
+def start_proxy(settings: Settings, **kw: Any) -> Running:
+    app = create_app(settings, **kw)
+    return Running(BackgroundServer(app, access_log=False).start(), app)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorHandle]:
+    handle = start_emulator()
+    yield handle
+    handle.server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(emulator: EmulatorHandle) -> Iterator[Running]:
+    running = start_proxy(proxy_settings(emulator.url))
+    yield running
+    running.server.stop()
+
+
+@pytest.fixture
+def client(proxy: Running, emulator: EmulatorHandle) -> Iterator[httpx.Client]:
+    emulator.clear()
+    with httpx.Client(base_url=proxy.url, timeout=20, trust_env=False) as c:
+        yield c
+
+
+@pytest.fixture
+def make_proxy(emulator: EmulatorHandle) -> Iterator[Callable[..., Running]]:
+    """Start extra proxies with setting overrides; all are stopped after the test."""
+    started: list[Running] = []
+
+    def make(**overrides: Any) -> Running:
+        running = start_proxy(proxy_settings(emulator.url, **overrides))
+        started.append(running)
+        return running
+
+    yield make
+    for r in started:
+        r.server.stop()
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Everything the proxy logs (all levels) during the test, as text."""
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setLevel(logging.DEBUG)
+    logger = logging.getLogger("qiskit_classic_proxy")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield buf
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)

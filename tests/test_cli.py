@@ -1,0 +1,64 @@
+"""The command line: help, configuration errors as one line, the route table, python -m proxy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from proxy.routes import ROUTES
+
+CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/abc:inst::"
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("QCP_")}
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args], capture_output=True, text=True, env=base, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("cmd", ["serve", "routes", "demo", "check", "start"])
+def test_help_for_each_command(cmd: str) -> None:
+    r = run(cmd, "--help")
+    assert r.returncode == 0
+    assert "usage:" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "names"),
+    [
+        ({}, [], "QCP_API_KEY"),
+        ({"QCP_API_KEY": "k"}, [], "QCP_SERVICE_CRN"),
+        ({"QCP_API_KEY": "k", "QCP_SERVICE_CRN": "garbage"}, [], "QCP_SERVICE_CRN"),
+        ({"QCP_API_KEY": "k", "QCP_SERVICE_CRN": CRN}, ["--host", "0.0.0.0"], "QCP_HOST"),
+        ({"QCP_API_KEY": "k", "QCP_SERVICE_CRN": CRN, "QCP_PORT": "http"}, [], "QCP_PORT"),
+        ({}, ["--config", "/nonexistent.toml"], "QCP_CONFIG"),
+    ],
+)
+def test_serve_config_errors_are_one_line(env: dict[str, str], args: list[str], names: str) -> None:
+    r = run("serve", *args, env=env)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert names in lines[0]
+    assert "Traceback" not in r.stderr
+    assert "k" not in lines[0].split(":", 2)[-1].split() or names != "QCP_API_KEY"
+
+
+def test_api_key_is_not_in_error_output() -> None:
+    r = run("serve", "--host", "0.0.0.0", env={"QCP_API_KEY": "very-secret-key-9", "QCP_SERVICE_CRN": CRN})
+    assert r.returncode == 2
+    assert "very-secret-key-9" not in r.stderr + r.stdout
+
+
+def test_routes_prints_every_row() -> None:
+    r = run("routes")
+    assert r.returncode == 0
+    for route in ROUTES:
+        assert route.template in r.stdout
+    md = run("routes", "--markdown").stdout
+    assert md.startswith("| Method |")
