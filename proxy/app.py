@@ -36,6 +36,7 @@ from .iam import TokenProvider
 from .legacy_auth import AccessTokens, LegacyAuth
 from .logs import log_access
 from .routes import PROVIDER, Forward, Local, Route, RouteTable, normalize
+from .routes import Gone as GoneAction
 from .translate import dumps, parse_json_object, query_values, rewrite_body, rewrite_query
 from .upstream import Upstream, response_headers
 
@@ -250,7 +251,7 @@ class ProxyApp:
 
     async def _dispatch(self, call: Call, route: Route, receive: Callable, send: Callable) -> None:
         action = route.action
-        if isinstance(action, Gone):
+        if isinstance(action, GoneAction):
             if action.sdk and call.is_legacy_sdk:
                 call.action = "local"
                 self._select_instance(call, None)

@@ -232,7 +232,9 @@ def test_post_session_renames_ttl_and_drops_instance(client: httpx.Client, emula
     assert req["body"] == {"mode": "batch", "backend": "fake_manila", "max_ttl": 3600}
 
 
-def test_post_session_parses_provider_duration_and_defaults_mode(client: httpx.Client, emulator: EmulatorHandle) -> None:
+def test_post_session_parses_provider_duration_and_defaults_mode(
+    client: httpx.Client, emulator: EmulatorHandle
+) -> None:
     # qiskit-ibm-provider sends max_time="1h" raw; runtime 0.23.0 sends no mode.
     r = client.post("/runtime/sessions", json={"backend": "fake_manila", "max_session_ttl": "1h"})
     assert r.status_code in (200, 201), r.text
@@ -323,7 +325,7 @@ def test_get_usage_is_gone_for_plain_callers(client: httpx.Client, emulator: Emu
     ],
 )
 def test_analytics(client: httpx.Client, emulator: EmulatorHandle, legacy: str, new: str) -> None:
-    r = client.get("/runtime" + legacy, params={"interval_start": "2026-01-01"})
+    r = client.get("/runtime" + legacy, params={"interval_start": "2026-01-01", "group_by": "backend"})
     assert r.status_code == 200, r.text
     req = only_request(emulator)
     assert_new_api_request(req, "GET", new)

@@ -910,7 +910,7 @@ def _stats(jobs: list[Job], sessions: dict[str, Session]) -> dict[str, float]:
         sum(j.usage_seconds for j in jobs), float(len(jobs)), s_n, s_u, s_a, s_m, b_n, b_u, b_a, b_m,
         d_n, d_u, d_a, d_m, i_n, i_u, i_a, i_m, q_t, q_a, q_m,
     )  # fmt: skip
-    return {k: round(v, 6) for k, v in zip(_STAT_KEYS, values)}
+    return {k: round(v, 6) for k, v in zip(_STAT_KEYS, values, strict=True)}
 
 
 def _group_key(j: Job, group_by: str) -> str:
@@ -1054,4 +1054,3 @@ class Router:
 
 
 ROUTER = Router(ROUTES)
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -45,7 +45,7 @@ OMITTED_API_VERSION = "2024-01-01"
 DEFAULT_PROGRAMS = frozenset({"sampler", "estimator", "noise-learner", "executor"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fixture_bytes(name: str) -> bytes:
     return resources.files("proxy.emulator").joinpath("data", name).read_bytes()
 

@@ -438,9 +438,7 @@ class Emulator:
 
     def queue_length(self, backend: str) -> int:
         with self.lock:
-            own = sum(
-                1 for i in self.instances.values() for j in i.jobs.values() if j.backend == backend and j.pending
-            )
+            own = sum(1 for i in self.instances.values() for j in i.jobs.values() if j.backend == backend and j.pending)
         b = self.backends.get(backend)
         return own + (b.base_queue_length if b else 0)
 
@@ -461,9 +459,7 @@ class Emulator:
 
     def add_job(self, inst: InstanceState, **fields: Any) -> Job:
         with self.lock:
-            job = Job(
-                id=self.next_id("job"), crn=inst.crn, created=now_utc(), seq=next(self._seq), **fields
-            )
+            job = Job(id=self.next_id("job"), crn=inst.crn, created=now_utc(), seq=next(self._seq), **fields)
             tags = job.tags
             if self.config.fail_tag in tags:
                 job.outcome = "Failed"
@@ -578,9 +574,7 @@ class Emulator:
             else:
                 if not job.pending:
                     job.status = "Running"
-                self._finish(
-                    inst, job, status, reason=reason, reason_code=reason_code, reason_solution=reason_solution
-                )
+                self._finish(inst, job, status, reason=reason, reason_code=reason_code, reason_solution=reason_solution)
             return job
 
     # ------------------------------------------------------------------ sessions

@@ -25,9 +25,7 @@ def _b64url_decode(seg: str) -> bytes:
     return base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4))
 
 
-def make_jwt(
-    claims: dict[str, Any], *, header: dict[str, Any] | None = None, key: bytes = _DEFAULT_KEY
-) -> str:
+def make_jwt(claims: dict[str, Any], *, header: dict[str, Any] | None = None, key: bytes = _DEFAULT_KEY) -> str:
     """Encode `claims` as `header.payload.signature` (RS256 in the header, like IAM; HMAC inside)."""
     hdr = {"alg": "RS256", "typ": "JWT", "kid": "emulator"} if header is None else header
     signing_input = (

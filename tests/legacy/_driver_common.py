@@ -22,7 +22,8 @@ import traceback
 import urllib.parse
 import urllib.request
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class StepTimeout(BaseException):
@@ -164,7 +165,7 @@ class Runner:
                     rec["traceback"] = _tb_tail(sys.exc_info()[2])
                 except Skip as exc:
                     rec.update(skipped=True, error=f"skipped: {exc}")
-                except BaseException as exc:  # noqa: BLE001 - record everything, incl. SystemExit
+                except BaseException as exc:
                     if isinstance(exc, KeyboardInterrupt):
                         raise
                     rec["error"] = _describe(exc)
@@ -248,9 +249,7 @@ def _describe(exc: BaseException) -> str:
     depth = 0
     while cause is not None and depth < 3:
         c_status = getattr(cause, "status_code", None)
-        parts.append(
-            f"<- {type(cause).__name__}: {cause}" + (f" [status_code={c_status}]" if c_status else "")
-        )
+        parts.append(f"<- {type(cause).__name__}: {cause}" + (f" [status_code={c_status}]" if c_status else ""))
         cause = cause.__cause__ or cause.__context__
         depth += 1
     return " ".join(parts)[:2000]

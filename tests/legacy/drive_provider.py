@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _driver_common import Runner, Skip, base_parser, check  # noqa: E402
+from _driver_common import Runner, Skip, base_parser, check
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _driver_common import Runner, Skip, base_parser, check, counts_check  # noqa: E402
+from _driver_common import Runner, Skip, base_parser, check, counts_check
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -343,7 +343,9 @@ def main() -> int:
         d = ses().details()
         check(d and d.get("id") == ses().session_id, f"details={d!r}")
         ctx["session_details"] = d
-        return f"state={d.get('state')} mode={d.get('mode')} max_time={d.get('max_time')} " f"backend={d.get('backend_name')}"
+        return (
+            f"state={d.get('state')} mode={d.get('mode')} max_time={d.get('max_time')} backend={d.get('backend_name')}"
+        )
 
     run.step("session_details", s_session_details, needs=("session_open",))
 
