@@ -31,6 +31,7 @@ from .errors import (
     ProxyError,
     RetiredProgram,
     Unauthorized,
+    UpstreamError,
 )
 from .iam import TokenProvider
 from .legacy_auth import AccessTokens, LegacyAuth
@@ -326,7 +327,13 @@ class ProxyApp:
             status = resp.status_code
             is_json_error = status >= 400 and "json" in resp.headers.get("content-type", "")
             if (answer and answer.when(call, status)) or is_json_error:
-                data = await resp.aread()
+                try:
+                    data = await resp.aread()
+                except httpx.HTTPError as exc:
+                    raise UpstreamError(
+                        f"the new API broke off its answer ({type(exc).__name__}): "
+                        f"{self.upstream.host} ({call.upstream}, request {call.request_id})"
+                    ) from None
                 if answer and answer.when(call, status):
                     status, data = answer.fix(call, status, data)
                 if status >= 400:

@@ -35,7 +35,8 @@ class FakeIam:
         if self.mode == "down":
             return httpx.Response(503, text="unavailable")
         if self.mode == "reject":
-            return httpx.Response(400, json={"errorCode": "BXNIM0415E", "errorMessage": "Provided API key could not be found."})
+            body = {"errorCode": "BXNIM0415E", "errorMessage": "Provided API key could not be found."}
+            return httpx.Response(400, json=body)
         if self.mode == "garbage":
             return httpx.Response(200, text="<html>")
         return httpx.Response(200, json={"access_token": f"tok-{self.calls}", "expires_in": self.lifetime})

@@ -29,9 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"an IBM Cloud API key the fake IAM accepts (repeatable; default: {DEMO_API_KEY})",
     )
     p.add_argument("--polls", type=int, default=2, help="GETs of a job until it is Completed (default: 2)")
-    p.add_argument(
-        "--no-require-api-version", action="store_true", help="accept requests without IBM-API-Version"
-    )
+    p.add_argument("--no-require-api-version", action="store_true", help="accept requests without IBM-API-Version")
     p.add_argument("--no-record", action="store_true", help="do not record requests (long benchmark runs)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     return p.parse_args(argv)

@@ -189,6 +189,7 @@ class Emulator:
         self.instances: dict[str, InstanceState] = {}
         self.iam_faults = IamFaults()
         self.rules: list[FaultRule] = []
+        self._initial_token_ttl = self.config.token_ttl
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._rate: dict[str, list[float]] = {}
@@ -199,8 +200,8 @@ class Emulator:
         self.instances = {crn: InstanceState(crn) for crn in self.config.crns}
 
     def reset(self, *, tokens: bool = False) -> None:
-        """Forget jobs, sessions, recorded requests, counters and faults; `tokens=True` also
-        invalidates every issued token. Ids keep counting so they never repeat."""
+        """Forget jobs, sessions, recorded requests, counters and faults (token_ttl included);
+        `tokens=True` also invalidates every issued token. Ids keep counting so they never repeat."""
         with self.lock:
             self._reset_instances()
             self.requests.clear()
@@ -209,6 +210,7 @@ class Emulator:
             self._rate.clear()
             self.iam_faults = IamFaults()
             self.rules = []
+            self.config.token_ttl = self._initial_token_ttl
             if tokens:
                 self.tokens.clear()
 
@@ -239,7 +241,8 @@ class Emulator:
     def next_id(self, kind: str) -> str:
         """Deterministic, realistic-looking 20-char ids (job: d…, session: s…)."""
         n = next(self._ids)
-        return kind[0] + hashlib.sha256(f"{kind}:{n}".encode()).hexdigest()[:19]
+        prefix = {"job": "d", "session": "s"}.get(kind, kind[0])
+        return prefix + hashlib.sha256(f"{kind}:{n}".encode()).hexdigest()[:19]
 
     def state(self) -> dict[str, Any]:
         """Counts for tests and the admin endpoint."""
@@ -276,7 +279,8 @@ class Emulator:
         clear: bool = False,
     ) -> dict[str, Any]:
         """Change fault settings; arguments left None stay as they are. `rules` replaces the list,
-        `add_rules` appends, `clear` first resets everything to healthy. Returns `faults()`."""
+        `add_rules` appends, `clear` first resets everything to healthy (and token_ttl to its
+        configured value). Returns `faults()`."""
         new_rules = [r if isinstance(r, FaultRule) else FaultRule.from_dict(r) for r in rules or []]
         more_rules = [r if isinstance(r, FaultRule) else FaultRule.from_dict(r) for r in add_rules or []]
         if iam_mode is not None:
@@ -291,6 +295,7 @@ class Emulator:
             if clear:
                 self.iam_faults = IamFaults()
                 self.rules = []
+                self.config.token_ttl = self._initial_token_ttl
             if iam_mode is not None:
                 self.iam_faults.mode = iam_mode
                 self.iam_faults.times = iam_times
@@ -325,11 +330,12 @@ class Emulator:
         *,
         status: int = 503,
         delay: float | None = None,
-        times: int | None = 1,
+        times: int | None = None,
         headers: dict[str, str] | None = None,
         body: Any = None,
     ) -> FaultRule:
-        """Append one rule (default: applies once) and return it (its `hits` count is live)."""
+        """Append one rule and return it (its `hits`/`times` are live). `times=None` = forever,
+        as in the JSON form: pass `times=1` for a one-off."""
         rule = FaultRule(match, action, status, delay, times, headers, body)
         with self.lock:
             self.rules.append(rule)
