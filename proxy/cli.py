@@ -114,7 +114,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .logs import configure
     from .serving import BackgroundServer
 
-    emulator = BackgroundServer(create_emulator_app(EmulatorConfig()), port=args.emulator_port or None).start()
+    try:
+        emulator = BackgroundServer(create_emulator_app(EmulatorConfig()), port=args.emulator_port or None).start()
+    except (RuntimeError, TimeoutError, OSError):
+        print(f"qiskit-classic-proxy: cannot start the emulator on port {args.emulator_port}", file=sys.stderr)
+        return 1
     settings = load_settings(
         None,
         api_key=DEMO_API_KEY,
@@ -126,7 +130,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         usage_db="",
     )
     configure("info", "text")
-    proxy = BackgroundServer(create_app(settings), port=args.port, access_log=False, server_header=False).start()
+    try:
+        proxy = BackgroundServer(create_app(settings), port=args.port, access_log=False, server_header=False).start()
+    except (RuntimeError, TimeoutError, OSError):
+        emulator.stop()
+        print(f"qiskit-classic-proxy: cannot listen on 127.0.0.1:{args.port} (in use?); try --port", file=sys.stderr)
+        return 1
     base = proxy.url
     print(f"""
 qiskit-classic-proxy demo

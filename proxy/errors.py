@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MORE_INFO = "https://github.com/qiskit-classic-proxy/qiskit-classic-proxy#errors"
+from .config import MIGRATION_GUIDE_URL
+
+MORE_INFO = MIGRATION_GUIDE_URL
 
 
 class ProxyError(Exception):

@@ -577,7 +577,7 @@ def test_fault_hang_then_answers(env: Env, h: dict[str, str]) -> None:
     env.em.add_fault("GET /v1/backends", "hang", delay=0.3, times=1)
     t0 = time.monotonic()
     assert env.http.get("/api/v1/backends", headers=h).status_code == 200
-    assert time.monotonic() - t0 >= 0.3
+    assert time.monotonic() - t0 >= 0.28  # asyncio timers may fire a hair early
 
 
 def test_fault_hang_abandoned_by_client_is_not_processed(env: Env, h: dict[str, str]) -> None:
@@ -643,7 +643,7 @@ def test_iam_slow_and_drop(env: Env) -> None:
     env.em.set_faults(iam_mode="slow", iam_delay=0.3, iam_times=1)
     t0 = time.monotonic()
     assert env.http.post("/identity/token", data={"grant_type": GRANT, "apikey": DEMO_API_KEY}).status_code == 200
-    assert time.monotonic() - t0 >= 0.3
+    assert time.monotonic() - t0 >= 0.28  # asyncio timers may fire a hair early
     env.em.set_faults(iam_mode="drop", iam_times=1)
     with pytest.raises(httpx.RemoteProtocolError):
         env.http.post("/identity/token", data={"grant_type": GRANT, "apikey": DEMO_API_KEY})

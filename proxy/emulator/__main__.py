@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         record_requests=not args.no_record,
     )
     port = args.port or free_port(args.host)
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"warning: listening on {args.host}: the admin endpoints (/__emulator__/*) have no auth", file=sys.stderr)
     app = create_emulator_app(config)
     url = f"http://{args.host}:{port}"
     print(f"emulator: {url}  (new API: {url}/api/v1/..., IAM: {url}/identity/token)")

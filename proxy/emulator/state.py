@@ -571,12 +571,11 @@ class Emulator:
             raise ValueError(f"status must be one of {sorted(JOB_STATUSES)}")
         with self.lock:
             inst, job = self.find_job(job_id)
-            if status == "Queued":
-                job.status, job.running_at = "Queued", None
-            elif status == "Running":
-                job.status = "Queued"
-                job.running_at = None
-                self._start(inst, job)
+            if status in PENDING:
+                job.status, job.running_at, job.finished_at = "Queued", None, None
+                job.reason = job.reason_code = job.reason_solution = None
+                if status == "Running":
+                    self._start(inst, job)
             else:
                 if not job.pending:
                     job.status = "Running"

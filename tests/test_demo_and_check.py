@@ -1,0 +1,130 @@
+"""`demo` and `check` as a user runs them: real processes, and the README's curl lines verbatim."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.emulator import DEMO_API_KEY, DEMO_CRN
+from proxy.serving import free_port
+
+from .conftest import EmulatorHandle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QCP_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--seconds", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "demo did not start"
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def readme_curl_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"With the demo running.*?```sh\n(.*?)\n```", text, re.S)
+    assert block
+    commands, current = [], ""
+    for line in block.group(1).splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        current += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
+        if not line.endswith("\\"):
+            if current:
+                commands.append(current)
+            current = ""
+    return commands
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_examples_work_against_the_demo(demo: str) -> None:
+    commands = readme_curl_commands()
+    assert len(commands) >= 4
+    outputs = []
+    for cmd in commands:
+        cmd = cmd.replace("http://127.0.0.1:8080", demo)
+        r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (cmd, r.stderr)
+        outputs.append(r.stdout)
+    assert json.loads(outputs[0])["devices"]
+    submitted = json.loads(outputs[1])
+    assert submitted["id"] and submitted["backend"] == "fake_manila"
+    assert json.loads(outputs[2])["jobs"]
+    assert "410" in outputs[3].splitlines()[0]
+
+
+def test_demo_translates_a_classic_call(demo: str) -> None:
+    r = httpx.get(demo + "/runtime/backends/fake_manila/status", timeout=10)
+    assert r.status_code == 200
+    assert "state" in r.json() or "status" in r.json()
+
+
+def test_check_reports_ok_against_a_good_configuration(emulator: EmulatorHandle) -> None:
+    env = clean_env(
+        QCP_API_KEY=DEMO_API_KEY,
+        QCP_SERVICE_CRN=DEMO_CRN,
+        QCP_UPSTREAM_URL=emulator.url + "/api",
+        QCP_IAM_URL=emulator.url + "/identity/token",
+    )
+    r = subprocess.run([sys.executable, "-m", "proxy", "check"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^iam\s+ok", r.stdout, re.M)
+    assert re.search(r"^versions\s+ok", r.stdout, re.M)
+    assert re.search(r"^usage\s+ok", r.stdout, re.M)
+    assert DEMO_API_KEY not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "failing"),
+    [
+        ({"QCP_API_KEY": "wrong-key-123"}, "iam"),
+        ({"QCP_SERVICE_CRN": "crn:v1:bluemix:public:quantum-computing:us-east:a/nobody:nothing::"}, "usage"),
+    ],
+)
+def test_check_fails_clearly(emulator: EmulatorHandle, overrides: dict[str, str], failing: str) -> None:
+    env = clean_env(
+        QCP_API_KEY=DEMO_API_KEY,
+        QCP_SERVICE_CRN=DEMO_CRN,
+        QCP_UPSTREAM_URL=emulator.url + "/api",
+        QCP_IAM_URL=emulator.url + "/identity/token",
+    )
+    env.update(overrides)
+    r = subprocess.run([sys.executable, "-m", "proxy", "check"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1
+    assert re.search(rf"^{failing}\s+FAIL", r.stdout, re.M), r.stdout
+    assert "wrong-key-123" not in r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
