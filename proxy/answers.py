@@ -62,6 +62,8 @@ def job(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
     doc = _load(body)
     if not isinstance(doc, dict):
         return status, body
+    if isinstance(doc.get("id"), str):
+        call.seen_ids.append(doc["id"])
     return status, _dump(_hgp(call, doc))
 
 
@@ -70,12 +72,20 @@ def job_list(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
     if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
         return status, body
     doc["jobs"] = [_hgp(call, j) if isinstance(j, dict) else j for j in doc["jobs"]]
+    call.seen_ids.extend(j["id"] for j in doc["jobs"] if isinstance(j, dict) and isinstance(j.get("id"), str))
     doc.setdefault("count", len(doc["jobs"]))
     return status, _dump(doc)
 
 
 def job_created(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
     return job(call, status, body)
+
+
+def session_created(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    doc = _load(body)
+    if isinstance(doc, dict) and isinstance(doc.get("id"), str):
+        call.seen_ids.append(doc["id"])
+    return status, body
 
 
 def metrics(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
@@ -101,8 +111,45 @@ def _defaults_when(call: Call, status: int) -> bool:
     return status == 404
 
 
+#: qiskit-ibm-runtime below this cannot decode today's SamplerV2 results (legacy-clients.md §5.4).
+COMPAT_RESULTS_BELOW = (0, 25)
+
+
+def _compat(node: Any) -> Any:
+    """SamplerPubResult -> PubResult, and DataBin gets the `field_types` old decoders require."""
+    if isinstance(node, list):
+        return [_compat(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _compat(v) for k, v in node.items()}
+    kind = out.get("__type__")
+    if kind == "SamplerPubResult":
+        out["__type__"] = "PubResult"
+    elif kind == "DataBin" and isinstance(out.get("__value__"), dict):
+        value = out["__value__"]
+        if "field_types" not in value:
+            fields = value.get("fields") or {}
+            value["field_types"] = [
+                (fields.get(name) or {}).get("__type__", "object") if isinstance(fields.get(name), dict) else "object"
+                for name in value.get("field_names") or []
+            ]
+    return out
+
+
 def results(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
-    return status, body
+    doc = _load(body)
+    if doc is None:
+        return status, body
+    return status, _dump(_compat(doc))
+
+
+def _old_runtime(call: Call, status: int) -> bool:
+    return (
+        200 <= status < 300
+        and call.sdk.startswith("qiskit_ibm_runtime")
+        and bool(call.sdk_version)
+        and call.sdk_version < COMPAT_RESULTS_BELOW
+    )
 
 
 ANSWERS: dict[str, Answer] = {
@@ -110,9 +157,10 @@ ANSWERS: dict[str, Answer] = {
     "job": Answer(job),
     "job_list": Answer(job_list),
     "job_created": Answer(job_created),
+    "session_created": Answer(session_created),
     "metrics": Answer(metrics),
     "defaults": Answer(defaults, _defaults_when),
-    "results": Answer(results, lambda call, status: False),
+    "results": Answer(results, _old_runtime),
 }
 
 

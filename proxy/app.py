@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from cachetools import TTLCache
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -72,6 +73,9 @@ class ProxyApp:
         self.client_tokens = settings.client_token_names
         self.instances = settings.instance_crns
         self.crns = set(self.instances.values())
+        # Which legacy instance a job/session belongs to, learnt from answers, so that follow-up
+        # calls without ?provider= go to the right Service-CRN.
+        self.instance_of: TTLCache[str, str] = TTLCache(maxsize=200_000, ttl=7 * 24 * 3600)
         self._transport = transport
         self._iam_transport = iam_transport
         self.upstream: Upstream | None = None
@@ -336,6 +340,9 @@ class ProxyApp:
                     ) from None
                 if answer and answer.when(call, status):
                     status, data = answer.fix(call, status, data)
+                    if call.seen_ids and len(self.instances) > 1:
+                        for seen in call.seen_ids:
+                            self.instance_of[seen] = call.instance
                 if status >= 400:
                     data = answers.classic_error(call, status, data)
                 hdrs = response_headers(resp.headers, drop_length=True)
@@ -369,6 +376,9 @@ class ProxyApp:
                 name = f"{doc['hub']}/{doc['group']}/{doc['project']}"
             elif isinstance(doc.get("instance"), str):
                 name = doc["instance"]
+        if not name and len(self.instances) > 1:
+            ref = call.params.get("job_id") or call.params.get("session_id")
+            name = self.instance_of.get(ref) if ref else None
         if not name:
             name = self.settings.default_instance
         crn = self.instances.get(name)

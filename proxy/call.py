@@ -44,6 +44,7 @@ class Call:
     upstream: str = "-"  # "METHOD /v1/..." for the access log
     status: int = 0
     action: str = "-"
+    seen_ids: list[str] = field(default_factory=list)  # job/session ids an answer named (instance memory)
 
     @property
     def is_legacy_sdk(self) -> bool:

@@ -27,7 +27,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from . import cli
 from .config import ConfigError, RoutePolicy, Settings, is_loopback, load_settings
 from .errors import Forbidden, Gone, ProxyError, Unauthorized
-from .routes import Forward, Local, Route, RouteTable, describe
+from .routes import Forward, Route, RouteTable, describe
 from .routes import Gone as GoneAction
 from .usage import UsageError, UsageRecorder, UsageRow, read_usage
 
@@ -615,9 +615,9 @@ def format_report(report: dict[str, Any], fmt: str = "table") -> str:
     out = [f"Classic API migration report — {report['generated_at']} — record {report['record']}", summary, ""]
     out.append("Legacy endpoints still in use:")
     if rows:
-        out.append("  " + "  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip())
+        out.append("  " + "  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip())
         for r in rows:
-            out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     else:
         out.append("  none")
     out += ["", f"Ready to switch off ({ready_title}; set policy = \"gone\" or a brownout in [routes]):"]
@@ -664,7 +664,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 # ============================================================================ explain (dry run)
 
-PLACEHOLDER_KEY = "explain-placeholder-api-key"  # noqa: S105 - not a secret: nothing is sent
+PLACEHOLDER_KEY = "explain-placeholder-api-key"  # not a secret: nothing leaves the process
 PLACEHOLDER_CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/<account>:<instance>::"
 _SECRET_HEADERS = frozenset({"authorization", "x-access-token", "cookie", "proxy-authorization", "apikey"})
 
@@ -696,7 +696,6 @@ async def explain_request(
     import httpx
 
     from .app import ProxyApp
-    from .call import Call
 
     notes: list[str] = []
     update: dict[str, Any] = {"usage_db": "", "metrics": False, "access_log": False}
@@ -715,9 +714,13 @@ async def explain_request(
 
     captured: list[httpx.Request] = []
 
+    class _Body(httpx.AsyncByteStream):  # a real stream: the proxy streams most answers back
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b"{}"
+
     def upstream(request: httpx.Request) -> httpx.Response:
         captured.append(request)
-        return httpx.Response(200, json={}, headers={"content-type": "application/json"})
+        return httpx.Response(200, headers={"content-type": "application/json"}, stream=_Body())
 
     def iam(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"access_token": "dry-run-iam-token", "expires_in": 3600})
@@ -729,7 +732,11 @@ async def explain_request(
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 49152))
     try:
         async with httpx.AsyncClient(transport=transport, base_url=f"http://127.0.0.1:{s.port}") as client:
-            resp = await client.request(method.upper(), target, content=data, headers=headers)
+            request = client.build_request(method.upper(), target, content=data, headers=headers)
+            for name in ("accept", "accept-encoding", "user-agent", "connection"):
+                if name not in names:  # httpx defaults: send only what the caller would
+                    del request.headers[name]
+            resp = await client.send(request)
     finally:
         await app.shutdown()
     call = seen[0] if seen else None

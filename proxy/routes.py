@@ -132,7 +132,10 @@ def local(handler: str, replacement: str | None = None) -> Local:
 # Rewrites shared by several rows.
 JOB_SUBMIT = [drop("hub", "group", "project", "private")]
 SESSION_CREATE = [drop("instance"), rename("max_session_ttl", "max_ttl"), duration("max_ttl"), default("mode", "dedicated")]
-JOB_LIST = [lower_bools("exclude_params", "pending")]
+JOB_READ = [lower_bools("exclude_params", "pending")]
+# Lists: without params unless asked (old SDKs would try to decode every job's circuits, and fail on
+# QPY written by newer clients).
+JOB_LIST = [*JOB_READ, default_query("exclude_params", "true")]
 SUBMIT = {"creates": True, "timeout": "submit"}
 
 # fmt: off
@@ -169,7 +172,7 @@ ROUTES += [
     row("GET",    "/facade/v1/jobs/{job_id}/type",       gone(sdk="job_type")),
     row("GET",    "/jobs",                               forward("/v1/jobs", query=JOB_LIST, answer="job_list")),
     row("POST",   "/jobs",                               forward("/v1/jobs", body=JOB_SUBMIT, answer="job_created", **SUBMIT)),
-    row("GET",    "/jobs/{job_id}",                      forward("/v1/jobs/{job_id}", query=JOB_LIST, answer="job")),
+    row("GET",    "/jobs/{job_id}",                      forward("/v1/jobs/{job_id}", query=JOB_READ, answer="job")),
     row("DELETE", "/jobs/{job_id}",                      forward("/v1/jobs/{job_id}")),
     row("GET",    "/jobs/{job_id}/results",              forward("/v1/jobs/{job_id}/results", answer="results")),
     row("GET",    "/jobs/{job_id}/metrics",              forward("/v1/jobs/{job_id}/metrics", answer="metrics")),
@@ -182,7 +185,7 @@ ROUTES += [
 # -- Changes to session- and workload-related endpoints ---------------------------------------------
 section("sessions")
 ROUTES += [
-    row("POST",   "/sessions",                           forward("/v1/sessions", body=SESSION_CREATE, **SUBMIT)),
+    row("POST",   "/sessions",                           forward("/v1/sessions", body=SESSION_CREATE, answer="session_created", **SUBMIT)),
     row("GET",    "/sessions/{session_id}",              forward("/v1/sessions/{session_id}")),
     row("PATCH",  "/sessions/{session_id}",              forward("/v1/sessions/{session_id}", body=[])),
     row("GET",    "/sessions/{session_id}/extended",     gone()),

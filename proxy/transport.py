@@ -73,7 +73,7 @@ class _Slot:
 
 
 class _ResponseStream(httpx.AsyncByteStream):
-    __slots__ = ("_resp", "_slot", "_request")
+    __slots__ = ("_request", "_resp", "_slot")
 
     def __init__(self, resp: aiohttp.ClientResponse, slot: _Slot, request: httpx.Request) -> None:
         self._resp = resp

@@ -8,6 +8,8 @@ replay (after a 401) is decided by the caller, which knows the request never ran
 from __future__ import annotations
 
 import http.cookiejar
+import os
+from collections.abc import AsyncIterable
 from typing import Literal
 
 import httpx
@@ -30,6 +32,24 @@ HOP_BY_HOP = frozenset(
     }
 )
 RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "server", "date"}
+#: Upstream HTTP transport: "aiohttp" (proxy.transport, the default: see BENCHMARKS.md) or "httpx"
+#: (httpcore's pool). Meant to become a setting (`transport`); until then QCP_TRANSPORT.
+TRANSPORT = os.environ.get("QCP_TRANSPORT", "aiohttp").strip().lower()
+
+
+def default_transport(settings: Settings) -> httpx.AsyncBaseTransport:
+    if TRANSPORT == "httpx":
+        limits = httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_connections,
+            # Below uvicorn's and most servers' 5 s idle timeout: a pooled connection the server
+            # already closed would make a POST's outcome ambiguous.
+            keepalive_expiry=4.0,
+        )
+        return httpx.AsyncHTTPTransport(limits=limits, retries=0)
+    from .transport import AiohttpTransport
+
+    return AiohttpTransport(max_connections=settings.max_connections, keepalive_expiry=4.0)
 
 
 class _NoCookies(http.cookiejar.CookieJar):
@@ -59,13 +79,7 @@ def response_headers(headers: httpx.Headers, drop_length: bool = False) -> list[
 class Upstream:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base = settings.effective_upstream_url.rstrip("/")
-        limits = httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-            # Below uvicorn's and most servers' 5 s idle timeout: a pooled connection the server
-            # already closed would make a POST's outcome ambiguous.
-            keepalive_expiry=4.0,
-        )
+        self._host = httpx.URL(self.base).host
         default = httpx.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,
@@ -82,7 +96,7 @@ class Upstream:
             ),
         }
         self.client = httpx.AsyncClient(
-            transport=transport or httpx.AsyncHTTPTransport(limits=limits, retries=0),
+            transport=transport or default_transport(settings),
             timeout=default,
             trust_env=False,
             follow_redirects=False,
@@ -91,7 +105,7 @@ class Upstream:
 
     @property
     def host(self) -> str:
-        return httpx.URL(self.base).host
+        return self._host
 
     async def open(
         self,
@@ -99,7 +113,7 @@ class Upstream:
         path: str,
         query: bytes,
         headers: list[tuple[str, str]],
-        body: bytes | None,
+        body: bytes | AsyncIterable[bytes] | None,
         *,
         timeout: Literal["default", "submit"] = "default",
         creates: bool = False,

@@ -474,9 +474,11 @@ def test_backends(env: Env, h: dict[str, str]) -> None:
     props = env.http.get("/api/v1/backends/fake_manila/properties", headers=h)
     assert props.status_code == 200 and props.json()["qubits"]
     assert env.http.get("/api/v1/backends/fake_manila/defaults", headers=h).json()["qubit_freq_est"]
-    env.create_job(h)
+    jid = env.create_job(h)
     status = env.http.get("/api/v1/backends/fake_manila/status", headers=h).json()
     assert status == {"state": True, "status": "active", "message": "", "length_queue": 1, "backend_version": "1.2.6"}
+    env.http.post(f"/api/v1/jobs/{jid}/cancel", headers=h)
+    assert env.http.get("/api/v1/backends/fake_manila/status", headers=h).json()["length_queue"] == 0
     r = env.http.get("/api/v1/backends/ibm_nowhere/status", headers=h)
     assert r.status_code == 404
     assert (error_of(r)["code"], error_of(r)["message"]) == ("not_found", "device not found")
@@ -679,6 +681,26 @@ def test_module_entry_point_serves() -> None:
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_config_knobs_on_a_second_emulator() -> None:
+    config = EmulatorConfig(job_polls_to_complete=3, reject_unknown_fields=True, job_rate_limit_per_minute=2)
+    app = create_emulator_app(config)
+    server = BackgroundServer(app).start()
+    env = Env(server, app.state.emulator)
+    try:
+        h = env.headers()
+        jid = env.create_job(h)
+        seen = [env.http.get(f"/api/v1/jobs/{jid}", headers=h).json()["status"] for _ in range(3)]
+        assert seen == ["Queued", "Running", "Completed"]
+        r = env.http.post("/api/v1/jobs", headers=h, json={**SAMPLER_BODY, "hgp": "x"})
+        assert r.status_code == 400 and "hgp" in error_of(r)["message"]
+        env.create_job(h)
+        r = env.http.post("/api/v1/jobs", headers=h, json=SAMPLER_BODY)  # third within a minute
+        assert r.status_code == 429 and r.headers["retry-after"] == "60"
+    finally:
+        env.http.close()
+        server.stop()
 
 
 def test_default_config_is_independent_per_emulator() -> None:

@@ -238,7 +238,7 @@ class EmulatorApp:
         if raw.strip():
             try:
                 parsed = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 json_error = True
         route, params, allowed = ROUTER.match(method, sub)
         trace = headers.get("x-request-id") or uuid.uuid4().hex

@@ -193,11 +193,14 @@ class Emulator:
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._rate: dict[str, list[float]] = {}
+        #: backend -> number of Queued/Running jobs, so status/list calls stay O(1) with many jobs.
+        self._pending: dict[str, int] = {}
         self._reset_instances()
 
     # ------------------------------------------------------------------ bookkeeping
     def _reset_instances(self) -> None:
         self.instances = {crn: InstanceState(crn) for crn in self.config.crns}
+        self._pending = {}
 
     def reset(self, *, tokens: bool = False) -> None:
         """Forget jobs, sessions, recorded requests, counters and faults (token_ttl included);
@@ -443,10 +446,9 @@ class Emulator:
         return b
 
     def queue_length(self, backend: str) -> int:
-        with self.lock:
-            own = sum(1 for i in self.instances.values() for j in i.jobs.values() if j.backend == backend and j.pending)
+        """Pending jobs on this backend across all instances (a device's queue is shared)."""
         b = self.backends.get(backend)
-        return own + (b.base_queue_length if b else 0)
+        return self._pending.get(backend, 0) + (b.base_queue_length if b else 0)
 
     # ------------------------------------------------------------------ jobs
     def check_rate(self, user_id: str) -> None:
@@ -472,6 +474,7 @@ class Emulator:
             elif self.config.timeout_tag in tags:
                 job.outcome = "Cancelled - Ran too long"
             inst.jobs[job.id] = job
+            self._pending[job.backend] = self._pending.get(job.backend, 0) + 1
             if self.config.job_polls_to_complete <= 0:
                 self._finish(inst, job)
             return job
@@ -536,7 +539,8 @@ class Emulator:
         elif final == "Cancelled":
             job.reason = reason.get("reason") or "Cancelled by user"
             job.reason_code = reason.get("reason_code")
-        if job.usage_seconds == 0 and (final == "Completed" or (ran and final != "Cancelled")):
+        self._pending[job.backend] = self._pending.get(job.backend, 1) - 1
+        if job.usage_seconds == 0 and final != "Cancelled":  # a cancelled job is not charged
             job.usage_seconds = self.config.job_usage_seconds
             inst.consumed_seconds += job.usage_seconds
         sess = inst.sessions.get(job.session_id or "")
@@ -572,6 +576,8 @@ class Emulator:
         with self.lock:
             inst, job = self.find_job(job_id)
             if status in PENDING:
+                if not job.pending:
+                    self._pending[job.backend] = self._pending.get(job.backend, 0) + 1
                 job.status, job.running_at, job.finished_at = "Queued", None, None
                 job.reason = job.reason_code = job.reason_solution = None
                 if status == "Running":
@@ -579,6 +585,7 @@ class Emulator:
             else:
                 if not job.pending:
                     job.status = "Running"
+                    self._pending[job.backend] = self._pending.get(job.backend, 0) + 1
                 self._finish(inst, job, status, reason=reason, reason_code=reason_code, reason_solution=reason_solution)
             return job
 
