@@ -37,7 +37,7 @@ def _dump(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def _hgp(call: Call, job: dict[str, Any]) -> dict[str, Any]:
+def job_hgp(call: Call, job: dict[str, Any]) -> dict[str, Any]:
     """Classic job objects name their instance; the provider crashes without hub/group/project."""
     if call.instance:
         hub, group, project = call.instance.split("/")
@@ -64,14 +64,14 @@ def job(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
         return status, body
     if isinstance(doc.get("id"), str):
         call.seen_ids.append(doc["id"])
-    return status, _dump(_hgp(call, doc))
+    return status, _dump(job_hgp(call, doc))
 
 
 def job_list(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
     doc = _load(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
         return status, body
-    doc["jobs"] = [_hgp(call, j) if isinstance(j, dict) else j for j in doc["jobs"]]
+    doc["jobs"] = [job_hgp(call, j) if isinstance(j, dict) else j for j in doc["jobs"]]
     call.seen_ids.extend(j["id"] for j in doc["jobs"] if isinstance(j, dict) and isinstance(j.get("id"), str))
     doc.setdefault("count", len(doc["jobs"]))
     return status, _dump(doc)

@@ -15,6 +15,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from cachetools import TTLCache
@@ -303,7 +304,6 @@ class ProxyApp:
         h = call.headers
         base_headers = [(k, h[k]) for k in PASS_HEADERS if k in h]
         base_headers += [
-            ("service-crn", call.crn),
             ("ibm-api-version", self.settings.api_version),
             ("x-request-id", call.request_id),
             ("user-agent", "qiskit-classic-proxy/0.1"),
@@ -312,21 +312,10 @@ class ProxyApp:
         if body is not None:
             base_headers.append(("content-type", "application/json"))
 
-        token = await self.tokens.get()
-        resp = await self.upstream.open(
-            route.method, path, query, [*base_headers, ("authorization", "Bearer " + token)], body,
-            timeout=action.timeout, creates=action.creates, request_id=call.request_id,
-        )
-        if resp.status_code == 401:
-            # The token was refused (revoked, clock skew): renew once and replay. Safe even for
-            # creates: a 401 means the request did not run.
-            await resp.aclose()
-            self.tokens.invalidate(token)
-            token = await self.tokens.get()
-            resp = await self.upstream.open(
-                route.method, path, query, [*base_headers, ("authorization", "Bearer " + token)], body,
-                timeout=action.timeout, creates=action.creates, request_id=call.request_id,
-            )
+        if action.fanout and not call.instance_explicit and len(self.instances) > 1:
+            await self._fanout_list(call, path, query, base_headers, send)
+            return
+        resp = await self._open(call, route, action, path, query, base_headers, body)
         try:
             status = resp.status_code
             is_json_error = status >= 400 and "json" in resp.headers.get("content-type", "")
@@ -365,6 +354,102 @@ class ProxyApp:
         finally:
             await asyncio.shield(resp.aclose())
 
+    async def _open(
+        self, call: Call, route: Route, action: Forward, path: str, query: bytes,
+        headers: list[tuple[str, str]], body: Any,
+    ) -> httpx.Response:
+        """Send with a bearer; replay once on 401; try the other instances on 404 when unsure."""
+        assert self.upstream is not None and self.tokens is not None
+        crns = [call.crn]
+        if not call.instance_explicit and len(self.instances) > 1 and route.params:
+            # A job/session id we have not seen (e.g. after a restart): it may live in another
+            # instance. A 404 means nothing happened there, so asking the next one is safe.
+            crns += [c for c in self.instances.values() if c != call.crn]
+        for i, crn in enumerate(crns):
+            resp = await self._open_once(call, route, action, path, query, [*headers, ("service-crn", crn)], body)
+            if resp.status_code != 404 or i == len(crns) - 1:
+                break
+            await resp.aclose()
+        if crn != call.crn:
+            call.crn = crn
+            call.instance = next(k for k, v in self.instances.items() if v == crn)
+            if "job_id" in call.params or "session_id" in call.params:
+                self.instance_of[call.params.get("job_id") or call.params["session_id"]] = call.instance
+        return resp
+
+    async def _open_once(
+        self, call: Call, route: Route, action: Forward, path: str, query: bytes,
+        headers: list[tuple[str, str]], body: Any,
+    ) -> httpx.Response:
+        assert self.upstream is not None and self.tokens is not None
+        token = await self.tokens.get()
+        resp = await self.upstream.open(
+            route.method, path, query, [*headers, ("authorization", "Bearer " + token)], body,
+            timeout=action.timeout, creates=action.creates, request_id=call.request_id,
+        )
+        if resp.status_code == 401:
+            # The token was refused (revoked, clock skew): renew once and replay. Safe even for
+            # creates: a 401 means the request did not run.
+            await resp.aclose()
+            self.tokens.invalidate(token)
+            token = await self.tokens.get()
+            resp = await self.upstream.open(
+                route.method, path, query, [*headers, ("authorization", "Bearer " + token)], body,
+                timeout=action.timeout, creates=action.creates, request_id=call.request_id,
+            )
+        return resp
+
+    async def _fanout_list(
+        self, call: Call, path: str, query: bytes, headers: list[tuple[str, str]], send: Callable
+    ) -> None:
+        """Classic listed a user's jobs across all hub/group/projects; the new API lists one instance.
+
+        Ask every configured instance for the first offset+limit jobs, merge by creation time,
+        then apply offset and limit, so paging (limit/offset, as the provider does) stays exact.
+        """
+        assert self.upstream is not None and self.tokens is not None
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        opts = dict(pairs)
+        limit = _int(opts.get("limit"), 200, 1, 200)
+        offset = _int(opts.get("offset"), 0, 0, 10**7)
+        ascending = opts.get("sort", "").upper() == "ASC"
+        rest = [(k, v) for k, v in pairs if k not in ("limit", "offset")]
+        merged: list[dict[str, Any]] = []
+        count = 0
+        for name, crn in self.instances.items():
+            need, got, sub_offset = offset + limit, [], 0
+            while len(got) < need:
+                q = urlencode([*rest, ("limit", str(min(200, need - len(got)))), ("offset", str(sub_offset))])
+                resp = await self._open_once(
+                    call, call.route, Forward(path), path, q.encode(), [*headers, ("service-crn", crn)], None  # type: ignore[arg-type]
+                )
+                try:
+                    data = await resp.aread()
+                finally:
+                    await resp.aclose()
+                if resp.status_code != 200:
+                    call.crn, call.instance = crn, name
+                    data = answers.classic_error(call, resp.status_code, data)
+                    await self._send_reply(call, Reply(resp.status_code, data), send)
+                    return
+                doc = json.loads(data)
+                page = [j for j in doc.get("jobs", []) if isinstance(j, dict)]
+                sub_count = int(doc.get("count", len(page)))
+                for j in page:
+                    call.instance = name
+                    answers.job_hgp(call, j)
+                    self.instance_of[j.get("id", "")] = name
+                got += page
+                sub_offset += len(page)
+                if not page or sub_offset >= sub_count:
+                    break
+            merged += got
+            count += sub_count
+        merged.sort(key=lambda j: str(j.get("created", "")), reverse=not ascending)
+        call.instance, call.crn = self.settings.default_instance, self.instances[self.settings.default_instance]
+        body = {"jobs": merged[offset : offset + limit], "count": count, "offset": offset, "limit": limit}
+        await self._send_reply(call, Reply.json(body), send)
+
     def _select_instance(self, call: Call, doc: dict[str, Any] | None) -> None:
         """Legacy calls name their instance (provider=h/g/p, body hub/group/project, instance)."""
         name: str | None = None
@@ -376,9 +461,11 @@ class ProxyApp:
                 name = f"{doc['hub']}/{doc['group']}/{doc['project']}"
             elif isinstance(doc.get("instance"), str):
                 name = doc["instance"]
+        call.instance_explicit = bool(name)
         if not name and len(self.instances) > 1:
             ref = call.params.get("job_id") or call.params.get("session_id")
             name = self.instance_of.get(ref) if ref else None
+            call.instance_explicit = bool(name)
         if not name:
             name = self.settings.default_instance
         crn = self.instances.get(name)
@@ -423,6 +510,13 @@ class ProxyApp:
     async def _send_error(self, call: Call, err: ProxyError, send: Callable) -> None:
         hdrs = [(k.encode(), v.encode()) for k, v in err.headers.items()]
         await self._send_reply(call, Reply(err.status, err.render(call.request_id), hdrs), send)
+
+
+def _int(value: str | None, default: int, lo: int, hi: int) -> int:
+    try:
+        return max(lo, min(hi, int(value))) if value is not None else default
+    except ValueError:
+        raise BadRequest(f"not an integer: {value!r}", code="invalid_query") from None
 
 
 def build_ops_app(proxy: ProxyApp) -> FastAPI:

@@ -39,6 +39,7 @@ class Call:
     authenticated: bool = False
     instance: str = ""  # legacy hub/group/project
     crn: str = ""
+    instance_explicit: bool = False  # named by the caller (or remembered), not defaulted
     base_url: str = ""  # how the caller reached us: scheme://host[:port]
     started: float = field(default_factory=time.perf_counter)
     upstream: str = "-"  # "METHOD /v1/..." for the access log

@@ -445,7 +445,6 @@ def install(
     record: bool = True,
 ) -> PhaseOut:
     """Plug the toolkit into `app`; ConfigError if the phase-out settings are inconsistent."""
-    from fastapi import Request
     from fastapi.responses import JSONResponse, Response
 
     po = PhaseOut(app, rng=rng, clock=clock, record=record)
@@ -471,15 +470,17 @@ def install(
 
         ops.add_api_route("/metrics", prometheus_metrics, methods=["GET"], response_class=Response)
 
-    async def admin_usage(request: Request) -> JSONResponse:
-        """The migration report: who still calls which legacy endpoint; what can be switched off."""
-        raw = request.query_params.get("since")
+    async def admin_usage(since: str | None = None) -> JSONResponse:
+        """The migration report: who still calls which legacy endpoint; what can be switched off.
+
+        `since`: YYYY-MM-DD, ISO date-time or an age like 30d (as `report --since`).
+        """
         try:
-            since = parse_since(raw) if raw else None
+            cutoff = parse_since(since) if since else None
         except ValueError as exc:
             err = ProxyError(str(exc), code="bad_since", status=400)
             return JSONResponse(err.body("-"), status_code=400)
-        return JSONResponse(await po.usage_report(since))
+        return JSONResponse(await po.usage_report(cutoff))
 
     async def admin_policies() -> list[dict[str, Any]]:
         """Each legacy route's effective phase-out policy and dates."""

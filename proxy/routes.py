@@ -44,6 +44,7 @@ class Forward:
     body: tuple[Any, ...] | None = None  # None: no JSON body expected; () : JSON passed as is
     answer: str | None = None
     creates: bool = False  # job/session creation: never retried, unknown outcome -> 409
+    fanout: bool = False  # a list that Classic answered across all instances
     timeout: Literal["default", "submit"] = "default"
     kind: Literal["forward"] = "forward"
 
@@ -166,11 +167,11 @@ ROUTES += [
 # -- Changes to job-related endpoints ---------------------------------------------------------------
 section("jobs")
 ROUTES += [
-    row("GET",    "/facade/v1/jobs",                     forward("/v1/jobs", query=JOB_LIST, answer="job_list")),
+    row("GET",    "/facade/v1/jobs",                     forward("/v1/jobs", query=JOB_LIST, answer="job_list", fanout=True)),
     row("POST",   "/facade/v1/jobs",                     forward("/v1/jobs", body=JOB_SUBMIT, answer="job_created", **SUBMIT)),
     row("GET",    "/facade/v1/jobs/tags",                forward("/v1/tags", query=[default_query("type", "job")])),
     row("GET",    "/facade/v1/jobs/{job_id}/type",       gone(sdk="job_type")),
-    row("GET",    "/jobs",                               forward("/v1/jobs", query=JOB_LIST, answer="job_list")),
+    row("GET",    "/jobs",                               forward("/v1/jobs", query=JOB_LIST, answer="job_list", fanout=True)),
     row("POST",   "/jobs",                               forward("/v1/jobs", body=JOB_SUBMIT, answer="job_created", **SUBMIT)),
     row("GET",    "/jobs/{job_id}",                      forward("/v1/jobs/{job_id}", query=JOB_READ, answer="job")),
     row("DELETE", "/jobs/{job_id}",                      forward("/v1/jobs/{job_id}")),

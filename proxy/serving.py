@@ -46,7 +46,10 @@ class BackgroundServer:
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve())
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        finally:
+            self.loop.close()
 
     def start(self, timeout: float = 15.0) -> BackgroundServer:
         self._thread.start()

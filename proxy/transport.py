@@ -142,6 +142,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             read_bufsize=self._read_bufsize,
             skip_auto_headers=("User-Agent",),
         )
+        # aiohttp quietly resends idempotent requests when a pooled connection drops; the proxy
+        # never retries (a resent DELETE would turn a success into a 404), so switch it off.
+        self._session._retry_connection = False
         self._sem = asyncio.Semaphore(self._max_connections)
         return self._session
 
