@@ -30,7 +30,8 @@ def test_serve_forwards_and_stops_cleanly(emulator: EmulatorHandle, workers: int
         QCP_CLIENT_TOKENS="ci=ci-client-token-1",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--workers", str(workers), "--log-format", "json"],
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--workers", str(workers),
+         "--log-format", "json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
