@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,22 @@ class EmulatorHandle(Running):
 
     def clear(self) -> None:
         self.state.requests.clear()
+
+
+def wait_until_ok(url: str, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Poll `url` until it answers 200; fail with the process output if it dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}):\n{proc.stdout.read() if proc.stdout else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer 200 within {timeout}s")
+        time.sleep(0.1)
 
 
 def start_emulator(config: EmulatorConfig | None = None) -> EmulatorHandle:

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 from proxy.serving import free_port
 
-from .conftest import EmulatorHandle
+from .conftest import EmulatorHandle, wait_until_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,16 +37,7 @@ def demo() -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "demo did not start"
-            time.sleep(0.1)
+        wait_until_ok(base + "/healthz", proc)
         yield base
     finally:
         proc.terminate()

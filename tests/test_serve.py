@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 from proxy.serving import free_port
 
-from .conftest import EmulatorHandle
+from .conftest import EmulatorHandle, wait_until_ok
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -36,16 +35,7 @@ def test_serve_forwards_and_stops_cleanly(emulator: EmulatorHandle, workers: int
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.1)
+        wait_until_ok(base + "/readyz", proc)
         with httpx.Client(base_url=base, timeout=10) as c:
             token = c.post("/api/users/loginWithToken", json={"apiToken": "ci-client-token-1"}).json()["id"]
             # Access tokens are signed, not stored: whichever worker answers accepts them.
