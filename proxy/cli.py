@@ -97,10 +97,16 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
+    """The route table; in text form with each route's effective phase-out policy."""
     from .routes import RouteTable
 
     table = RouteTable()
-    print(table.render_markdown() if args.markdown else table.render_table())
+    if args.markdown and not args.policies:
+        print(table.render_markdown())
+        return 0
+    from .phaseout import render_routes
+
+    print(render_routes(load_settings(args.config), table, markdown=args.markdown))
     return 0
 
 
@@ -270,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("routes", help="print the Classic -> new route table")
-    p.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
+    p.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's, without policies)")
+    p.add_argument("--policies", action="store_true", help="with --markdown: add the policy columns")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file, for the effective policies (QCP_CONFIG)")
     p.set_defaults(func=cmd_routes)
 
     p = sub.add_parser("demo", help="run the proxy against the built-in emulator (no IBM account needed)")

@@ -296,8 +296,11 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-        field = loc.split(".")[0]
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        if not err.get("loc"):  # a model-level check: its message starts with the setting it is about
+            loc = msg.split(":", 1)[0].strip()
+            msg = msg.split(":", 1)[1].strip() if ":" in msg else msg
+        field = loc.split(".")[0]
         raise ConfigError(f"QCP_{field.upper()} ({loc}): {msg}") from None
     except ValueError as exc:  # TOML syntax errors and the like
         raise ConfigError(f"QCP_CONFIG ({path}): {exc}") from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .call import Call
@@ -99,6 +99,9 @@ class Metrics:
     """The proxy's Prometheus metrics, in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No `*_created` series (process-wide switch in prometheus_client): they double the series
+        # count and Prometheus does not need them.
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(

@@ -64,16 +64,20 @@ class _NoCookies(http.cookiejar.CookieJar):
 
 def response_headers(headers: httpx.Headers, drop_length: bool = False) -> list[tuple[bytes, bytes]]:
     """Upstream headers minus hop-by-hop ones, including any named in Connection."""
-    named = {t.strip().lower() for v in headers.get_list("connection") for t in v.split(",")}
-    out = []
-    for k, v in headers.raw:
-        name = k.decode("latin-1").lower()
-        if name in RESPONSE_DROP or name in named:
-            continue
-        if drop_length and name in ("content-length", "content-encoding"):
-            continue
-        out.append((name.encode("latin-1"), v))
-    return out
+    raw = headers.raw
+    drop = _DROP_WITH_LENGTH if drop_length else _DROP
+    named = None
+    for k, v in raw:
+        if k.lower() == b"connection":
+            extra = {t.strip().lower() for t in v.split(b",")}
+            named = extra if named is None else named | extra
+    if named:
+        drop = drop | named
+    return [(k.lower(), v) for k, v in raw if k.lower() not in drop]
+
+
+_DROP = frozenset(h.encode() for h in RESPONSE_DROP)
+_DROP_WITH_LENGTH = _DROP | {b"content-length", b"content-encoding"}
 
 
 class Upstream:
@@ -95,13 +99,19 @@ class Upstream:
                 pool=settings.pool_timeout,
             ),
         }
+        self.transport = transport or default_transport(settings)
+        #: Kept for its lifecycle (aclose closes the transport) and for ad-hoc callers; the hot
+        #: path below hands requests straight to the transport: the client's auth, redirect,
+        #: cookie and event-hook machinery would cost more than the forwarding itself.
         self.client = httpx.AsyncClient(
-            transport=transport or default_transport(settings),
+            transport=self.transport,
             timeout=default,
             trust_env=False,
             follow_redirects=False,
             cookies=httpx.Cookies(_NoCookies()),
         )
+        self._extensions = {name: {"timeout": t.as_dict()} for name, t in self.timeouts.items()}
+        self._send_fast = getattr(self.transport, "send_fast", None)
 
     @property
     def host(self) -> str:
@@ -119,25 +129,36 @@ class Upstream:
         creates: bool = False,
         request_id: str = "",
     ) -> httpx.Response:
-        """Send and return the response with its body still unread (stream it or read it)."""
+        """Send and return the response with its body still unread (stream it or read it).
+
+        `body` is bytes or an async iterator of bytes (streamed; pass its Content-Length in
+        `headers`). No client-level defaults are added: `headers` is what goes upstream (plus Host).
+        """
         url = self.base + path + ("?" + query.decode("latin-1") if query else "")
-        request = self.client.build_request(
-            method, url, headers=headers, content=body, timeout=self.timeouts[timeout]
-        )
-        where = f"{self.host} ({method} {path}, request {request_id})"
+        ext = self._extensions[timeout]
+        if body is not None and not isinstance(body, bytes) and hasattr(body, "stream"):
+            # A replayable spooled body (proxy.jsonstream.SpooledBody): a fresh stream per send.
+            headers = [*headers, ("content-length", str(body.size))]
+            body = body.stream()
         try:
-            return await self.client.send(request, stream=True)
+            if self._send_fast is not None:
+                return await self._send_fast(method, url, headers, body, ext["timeout"])
+            request = httpx.Request(method, url, headers=headers, content=body, extensions=ext)
+            return await self.transport.handle_async_request(request)
         except httpx.PoolTimeout:
             raise Overloaded(
                 f"too many requests in flight to the upstream; retry shortly (request {request_id})",
                 headers={"retry-after": "1"},
             ) from None
         except httpx.ConnectTimeout:
+            where = f"{self.host} ({method} {path}, request {request_id})"
             raise UpstreamTimeout(f"connecting to the new API timed out: {where}") from None
         except (httpx.ConnectError, httpx.WriteError, httpx.WriteTimeout, httpx.UnsupportedProtocol) as exc:
             # The request did not get through whole: nothing ran upstream, a retry is safe.
+            where = f"{self.host} ({method} {path}, request {request_id})"
             raise UpstreamError(f"new API unreachable ({type(exc).__name__}): {where}") from None
         except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            where = f"{self.host} ({method} {path}, request {request_id})"
             if creates:
                 raise OutcomeUnknown(
                     f"the new API received the request but gave no answer ({type(exc).__name__}): "
@@ -147,6 +168,7 @@ class Upstream:
                 raise UpstreamTimeout(f"the new API did not answer in time: {where}") from None
             raise UpstreamError(f"the new API dropped the connection ({type(exc).__name__}): {where}") from None
         except httpx.HTTPError as exc:
+            where = f"{self.host} ({method} {path}, request {request_id})"
             raise UpstreamError(f"upstream request failed ({type(exc).__name__}): {where}") from None
 
     async def aclose(self) -> None:

@@ -157,7 +157,7 @@ class UsageRecorder:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        self.flush()
+        self.flush(attempts=3)
         with self._write_lock:
             if self._conn is not None:
                 self._conn.close()
@@ -168,8 +168,12 @@ class UsageRecorder:
             self.flush()
 
     # -- writing ---------------------------------------------------------------------------------
-    def flush(self) -> bool:
-        """Write what was counted since the last flush; False (and kept for later) on failure."""
+    def flush(self, attempts: int = 1) -> bool:
+        """Write what was counted since the last flush; False (and kept for later) on failure.
+
+        One attempt (waiting up to BUSY_TIMEOUT_MS for other writers) by default: the next round
+        comes `interval` seconds later anyway. Shutdown tries harder.
+        """
         with self._write_lock:
             with self._lock:
                 pending, self._pending = self._pending, {}
@@ -190,7 +194,7 @@ class UsageRecorder:
                     with conn:
                         conn.executemany(UPSERT, rows)
 
-                _retry(write)
+                _retry(write, attempts)
             except (sqlite3.Error, UsageError) as exc:
                 with self._lock:
                     for key, e in pending.items():

@@ -62,3 +62,24 @@ def test_routes_prints_every_row() -> None:
         assert route.template in r.stdout
     md = run("routes", "--markdown").stdout
     assert md.startswith("| Method |")
+
+
+def test_routes_shows_the_effective_policy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[routes."GET /usage"]\npolicy = "gone"\n[routes."GET /jobs/{job_id}/logs"]\npolicy = "brownout"\n'
+                   "brownout_share = 0.25\n")
+    out = run("routes", "--config", str(cfg)).stdout
+    usage = next(line for line in out.splitlines() if " /usage " in line)
+    logs = next(line for line in out.splitlines() if "/jobs/{job_id}/logs" in line)
+    jobs = next(line for line in out.splitlines() if line.split()[:2] == ["GET", "/jobs"])
+    assert "gone" in usage.split()[3:]
+    assert "brownout" in logs and "25" in logs
+    assert "translate" in jobs
+
+
+def test_policy_date_errors_name_the_route_setting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[routes."GET /usage"]\ndeprecation = 2027-01-01T00:00:00Z\nsunset = 2026-01-01T00:00:00Z\n')
+    r = run("routes", "--config", str(cfg))
+    assert r.returncode == 2
+    assert "QCP_ROUTES (routes.GET /usage): sunset is earlier than deprecation" in r.stderr

@@ -62,7 +62,8 @@ def test_translated_endpoint_backends_with_provider() -> None:
 
 
 def test_translated_endpoint_text_output() -> None:
-    r = explain("GET", "/runtime/backends?provider=ibm-q/open/main", env={"QCP_API_KEY": API_KEY, "QCP_SERVICE_CRN": CRN})
+    env = {"QCP_API_KEY": API_KEY, "QCP_SERVICE_CRN": CRN}
+    r = explain("GET", "/runtime/backends?provider=ibm-q/open/main", env=env)
     assert r.returncode == 0, r.stderr
     text = r.stdout
     assert "Route             GET /backends  [backends]  forward" in text
