@@ -15,7 +15,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -75,7 +75,7 @@ class ProxyApp:
         self.auth = LegacyAuth(settings, self.access_tokens)
         self.client_tokens = settings.client_token_names
         self.instances = settings.instance_crns
-        self.crns = set(self.instances.values())
+        self.instance_by_crn = {crn: name for name, crn in reversed(self.instances.items())}
         # Which legacy instance a job/session belongs to, learnt from answers, so that follow-up
         # calls without ?provider= go to the right Service-CRN.
         self.instance_of: TTLCache[str, str] = TTLCache(maxsize=200_000, ttl=7 * 24 * 3600)
@@ -416,26 +416,27 @@ class ProxyApp:
             # instance. A 404 means nothing happened there, so asking the next one is safe.
             crns += [c for c in self.instances.values() if c != call.crn]
         for i, crn in enumerate(crns):
-            resp = await self._open_once(call, route, action, path, query, [*headers, ("service-crn", crn)], body)
+            resp = await self._open_once(
+                call, route.method, path, query, [*headers, ("service-crn", crn)], body, action.timeout, action.creates
+            )
             if resp.status_code != 404 or i == len(crns) - 1:
                 break
             await resp.aclose()
         if crn != call.crn:
-            call.crn = crn
-            call.instance = next(k for k, v in self.instances.items() if v == crn)
+            call.crn, call.instance = crn, self.instance_by_crn[crn]
             if "job_id" in call.params or "session_id" in call.params:
                 self.instance_of[call.params.get("job_id") or call.params["session_id"]] = call.instance
         return resp
 
     async def _open_once(
-        self, call: Call, route: Route, action: Forward, path: str, query: bytes,
-        headers: list[tuple[str, str]], body: Any,
+        self, call: Call, method: str, path: str, query: bytes, headers: list[tuple[str, str]], body: Any,
+        timeout: Literal["default", "submit"] = "default", creates: bool = False,
     ) -> httpx.Response:
         assert self.upstream is not None and self.tokens is not None
         token = await self.tokens.get()
         resp = await self.upstream.open(
-            route.method, path, query, [*headers, ("authorization", "Bearer " + token)], body,
-            timeout=action.timeout, creates=action.creates, request_id=call.request_id,
+            method, path, query, [*headers, ("authorization", "Bearer " + token)], body,
+            timeout=timeout, creates=creates, request_id=call.request_id,
         )
         if resp.status_code == 401:
             # The token was refused (revoked, clock skew): renew once and replay. Safe even for
@@ -444,8 +445,8 @@ class ProxyApp:
             self.tokens.invalidate(token)
             token = await self.tokens.get()
             resp = await self.upstream.open(
-                route.method, path, query, [*headers, ("authorization", "Bearer " + token)], body,
-                timeout=action.timeout, creates=action.creates, request_id=call.request_id,
+                method, path, query, [*headers, ("authorization", "Bearer " + token)], body,
+                timeout=timeout, creates=creates, request_id=call.request_id,
             )
         return resp
 
@@ -470,9 +471,7 @@ class ProxyApp:
             need, got, sub_offset = offset + limit, [], 0
             while len(got) < need:
                 q = urlencode([*rest, ("limit", str(min(200, need - len(got)))), ("offset", str(sub_offset))])
-                resp = await self._open_once(
-                    call, call.route, Forward(path), path, q.encode(), [*headers, ("service-crn", crn)], None  # type: ignore[arg-type]
-                )
+                resp = await self._open_once(call, "GET", path, q.encode(), [*headers, ("service-crn", crn)], None)
                 try:
                     data = await resp.aread()
                 finally:
@@ -519,9 +518,8 @@ class ProxyApp:
         if not name:
             name = self.settings.default_instance
         crn = self.instances.get(name)
-        if crn is None and name in self.crns:
-            crn = name
-            name = next(k for k, v in self.instances.items() if v == crn)
+        if crn is None and name in self.instance_by_crn:
+            crn, name = name, self.instance_by_crn[name]
         if crn is None:
             raise NotFound(
                 f"unknown instance {name!r}: configure it under [instances] (hub/group/project = CRN)",
