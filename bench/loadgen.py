@@ -17,7 +17,9 @@ import time
 from urllib.parse import urlsplit
 
 
-async def _one_connection(host: str, port: int, request: bytes, deadline: float, lat: list[float], stats: dict[str, int]) -> None:
+async def _one_connection(
+    host: str, port: int, request: bytes, deadline: float, lat: list[float], stats: dict[str, int]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:

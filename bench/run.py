@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (a report generator: long template lines read better unbroken)
 """One-command benchmark: the proxy against nginx and a naive forwarder, in the same run.
 
     python bench/run.py                 # full run (~4 min), writes BENCHMARKS.md
@@ -52,6 +53,7 @@ STATUS_JSON = {
     "backend_version": "1.1.0",
     "name": "fake_bench",
 }
+PROXY = "proxy (native transport)"  # the default configuration
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -191,7 +193,7 @@ class Bench:
 
     # -- process management ------------------------------------------------------------------
     def spawn(self, name: str, cmd: list[str], url: str, env: dict[str, str] | None = None, log: bool = False) -> Proc:
-        out = open(self.work / f"{name}.log", "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        out = open(self.work / f"{name}.log", "wb") if log else subprocess.DEVNULL
         full_env = {**os.environ, **(env or {})}
         popen = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=out, start_new_session=True)
         p = Proc(name, popen, url)
@@ -252,7 +254,7 @@ http {{
         location ~ ^/api/v1/jobs/[^/]+/results$ {{ try_files /results.json =404; }}
         # A submission: nginx reads the whole body (request buffering) before answering.
         location = /api/v1/jobs {{ proxy_pass http://127.0.0.1:{port}/__created; proxy_request_buffering on; }}
-        location = /__created {{ try_files /created.json =404; }}
+        location = /__created {{ return 200 '{{"id":"bench-job","backend":"fake_bench"}}'; }}
     }}
 }}
 """
@@ -290,11 +292,15 @@ http {{
     def _nginx(self, name: str, conf: str, url: str) -> Proc:
         path = self.work / f"{name}.conf"
         path.write_text(conf)
-        p = self.spawn(name, [self.args.nginx, "-p", str(self.work), "-c", str(path), "-g", "daemon off;"], url, log=True)
-        p.ready_s = wait_http(url + "/identity/token" if name == "upstream" else url + "/", expect=200 if name == "upstream" else 404)
+        p = self.spawn(
+            name, [self.args.nginx, "-p", str(self.work), "-c", str(path), "-g", "daemon off;"], url, log=True
+        )
+        p.ready_s = wait_http(
+            url + "/identity/token" if name == "upstream" else url + "/", expect=200 if name == "upstream" else 404
+        )
         return p
 
-    def start_proxy(self, upstream: str, *, transport: str = "aiohttp", workers: int = 1) -> Proc:
+    def start_proxy(self, upstream: str, *, transport: str = "native", workers: int = 1) -> Proc:
         port = free_port()
         env = {
             "QCP_API_KEY": "bench-api-key",
@@ -303,7 +309,7 @@ http {{
             "QCP_IAM_URL": upstream + "/identity/token",
             "QCP_PORT": str(port),
             "QCP_LOG_LEVEL": "info",  # access log on: one line per request on stderr
-            "QCP_TRANSPORT": transport,
+            "QCP_TRANSPORT": transport,  # the default is native; set here so the report says so
             "QCP_USAGE_DB": str(self.work / "usage.sqlite3"),
         }
         cmd = [*proxy_command(), "serve"] + (["--workers", str(workers)] if workers > 1 else [])
@@ -319,8 +325,19 @@ http {{
             "BENCH_CRN": CRN,
         }
         cmd = [
-            sys.executable, "-m", "uvicorn", "naive_forwarder:app", "--app-dir", str(ROOT / "bench"),
-            "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "naive_forwarder:app",
+            "--app-dir",
+            str(ROOT / "bench"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
         ]
         p = self.spawn("naive", cmd, f"http://127.0.0.1:{port}", env=env)
         p.ready_s = wait_http(p.url + ROUTE, timeout=30)
@@ -340,19 +357,33 @@ http {{
         if sampler:
             sampler.__exit__()
         wall = time.monotonic() - t0
-        load = Load(target, connections, res["rps"], res["p50_ms"], res["p99_ms"], res["requests"],
-                    res["non_2xx"], res["errors"], command=cmd)
+        load = Load(
+            target,
+            connections,
+            res["rps"],
+            res["p50_ms"],
+            res["p99_ms"],
+            res["requests"],
+            res["non_2xx"],
+            res["errors"],
+            command=cmd,
+        )
         if server:
             load.cpu_pct = 100 * (cpu_seconds(pids) - cpu0) / wall
             load.peak_rss_mb = sampler.peak_kb / 1024 if sampler else None
         self.loads.append(load)
         bad = f"  NON-2XX {load.non_2xx} ERRORS {load.errors}" if (load.non_2xx or load.errors) else ""
         cpu = f"  cpu {load.cpu_pct:5.0f}%  peak rss {load.peak_rss_mb:6.1f} MB" if server else ""
-        print(f"  {target:<28} c={connections:<3} {load.rps:9.0f} req/s  p50 {load.p50_ms:7.3f} ms  "
-              f"p99 {load.p99_ms:7.3f} ms{cpu}{bad}", flush=True)
+        print(
+            f"  {target:<28} c={connections:<3} {load.rps:9.0f} req/s  p50 {load.p50_ms:7.3f} ms  "
+            f"p99 {load.p99_ms:7.3f} ms{cpu}{bad}",
+            flush=True,
+        )
         return load
 
-    def _drive(self, url: str, c: int, seconds: float, headers: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    def _drive(
+        self, url: str, c: int, seconds: float, headers: list[str] | tuple[str, ...]
+    ) -> tuple[dict[str, Any], str]:
         hflags = [x for h in headers for x in ("-H", h)]
         if self.args.wrk and not self.args.python_load:
             cmd = [self.args.wrk, "-t1", f"-c{c}", f"-d{seconds:g}s", "--latency", "--timeout", "5s", *hflags, url]
@@ -372,8 +403,9 @@ http {{
         cmd = ["curl", "-s", "-o", "/dev/null", *fmt, url]
         with RssSampler(proxy.pid, 0.01) as s:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout.split()
-        d_out = subprocess.run(["curl", "-s", "-o", "/dev/null", *fmt, *auth, direct], capture_output=True,
-                               text=True, timeout=300).stdout.split()
+        d_out = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", *fmt, *auth, direct], capture_output=True, text=True, timeout=300
+        ).stdout.split()
         self.commands.append(shlex.join(cmd))
         size = int(out[1])
         return {
@@ -391,8 +423,23 @@ http {{
         body = self.work / "submission.json"
         make_submission(body, self.args.submit_mb * 1024 * 1024)
         url = proxy.url + "/runtime/jobs"
-        cmd = ["curl", "-s", "-o", str(self.work / "submit-answer.json"), "-w", "%{http_code} %{size_upload} %{time_total}",
-               "-X", "POST", "-H", "Content-Type: application/json", "-H", "Expect:", "--data-binary", f"@{body}", url]
+        cmd = [
+            "curl",
+            "-s",
+            "-o",
+            str(self.work / "submit-answer.json"),
+            "-w",
+            "%{http_code} %{size_upload} %{time_total}",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Expect:",
+            "--data-binary",
+            f"@{body}",
+            url,
+        ]
         base = rss_kb(tree(proxy.pid))
         with RssSampler(proxy.pid, 0.01) as s:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout.split()
@@ -449,8 +496,10 @@ def make_result(path: Path, size: int) -> None:
 
 def make_submission(path: Path, size: int) -> None:
     """A job submission of `size` bytes: legacy hub/group/project/private plus a big QPY-like payload."""
-    head = (b'{"hub":"ibm-q","group":"open","project":"main","private":false,"program_id":"sampler",'
-            b'"backend":"fake_bench","params":{"version":2,"pubs":[[{"__type__":"QuantumCircuit","__value__":"')
+    head = (
+        b'{"hub":"ibm-q","group":"open","project":"main","private":false,"program_id":"sampler",'
+        b'"backend":"fake_bench","params":{"version":2,"pubs":[[{"__type__":"QuantumCircuit","__value__":"'
+    )
     tail = b'"}]]}}'
     n = size - len(head) - len(tail)
     block = base64.b64encode(os.urandom(768 * 1024))
@@ -501,14 +550,22 @@ def machine_info() -> dict[str, str]:
             return "(unavailable)"
 
     lscpu = sh(["lscpu"])
-    keep = ("Architecture", "CPU(s)", "Model name", "Thread(s) per core", "Core(s) per socket", "Hypervisor vendor",
-            "L2 cache", "L3 cache")
+    keep = (
+        "Architecture",
+        "CPU(s)",
+        "Model name",
+        "Thread(s) per core",
+        "Core(s) per socket",
+        "Hypervisor vendor",
+        "L2 cache",
+        "L3 cache",
+    )
     lscpu = "\n".join(line for line in lscpu.splitlines() if line.split(":")[0].strip() in keep)
     versions = {}
     for mod in ("uvicorn", "fastapi", "httpx", "httpcore", "aiohttp", "uvloop", "httptools"):
         try:
             versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
+        except Exception:
             versions[mod] = "?"
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -518,7 +575,9 @@ def machine_info() -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "nginx": sh(["nginx", "-v"]) or subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
-        "wrk": (sh(["wrk", "-v"]).splitlines() or ["(missing)"])[0] if shutil.which("wrk") else "(missing: Python loadgen)",
+        "wrk": (sh(["wrk", "-v"]).splitlines() or ["(missing)"])[0]
+        if shutil.which("wrk")
+        else "(missing: Python loadgen)",
         "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
     }
 
@@ -527,15 +586,15 @@ def find(loads: list[Load], target: str, c: int) -> Load | None:
     return next((x for x in loads if x.target == target and x.connections == c), None)
 
 
-def render(b: Bench, info: dict[str, str]) -> str:  # noqa: C901 - a report, top to bottom
+def render(b: Bench, info: dict[str, str]) -> str:
     L = b.loads
-    P, N, V, D = "proxy (aiohttp transport)", "nginx rewriting proxy", "naive FastAPI+httpx", "direct upstream (nginx)"
-    H, W2 = "proxy (httpx transport)", "proxy, 2 workers"
+    P, N, V, D = PROXY, "nginx rewriting proxy", "naive FastAPI+httpx", "direct upstream (nginx)"
+    A, H, W2 = "proxy (aiohttp transport)", "proxy (httpx transport)", "proxy, 2 workers"
     p32, n32, v32, p1, d1 = find(L, P, 32), find(L, N, 32), find(L, V, 32), find(L, P, 1), find(L, D, 1)
-    h32, w32 = find(L, H, 32), find(L, W2, 32)
+    w32 = find(L, W2, 32)
 
     def f(x: float | None, fmt: str = "{:.0f}") -> str:
-        return "–" if x is None else fmt.format(x)
+        return "\u2013" if x is None else fmt.format(x)
 
     lines: list[str] = []
     add = lines.append
@@ -552,56 +611,93 @@ def render(b: Bench, info: dict[str, str]) -> str:  # noqa: C901 - a report, top
     checks: list[tuple[str, str, str, bool | None]] = []
     if p32 and n32:
         r = p32.rps / n32.rps
-        checks.append(("throughput vs nginx rewriting proxy", "≥ 10 %", f"{100 * r:.1f} % ({p32.rps:.0f} / {n32.rps:.0f} req/s)", r >= 0.10))
+        checks.append(
+            (
+                "throughput vs nginx rewriting proxy",
+                "≥ 10 %",
+                f"{100 * r:.1f} % ({p32.rps:.0f} / {n32.rps:.0f} req/s)",
+                r >= 0.10,
+            )
+        )
     if p32 and v32:
         r = p32.rps / v32.rps
-        checks.append(("throughput vs naive FastAPI + httpx", "≥ 8×", f"{r:.1f}× ({p32.rps:.0f} / {v32.rps:.0f} req/s)", r >= 8))
+        checks.append(
+            ("throughput vs naive FastAPI + httpx", "≥ 8\u00d7", f"{r:.1f}\u00d7 ({p32.rps:.0f} / {v32.rps:.0f} req/s)", r >= 8)
+        )
     if p32:
         checks.append(("p99 latency at 32 connections", "≤ 20 ms", f"{p32.p99_ms:.2f} ms", p32.p99_ms <= 20))
     if p1 and d1:
         added = p1.p50_ms - d1.p50_ms
-        checks.append(("added p50 over direct upstream, 1 connection", "≤ 0.5 ms",
-                       f"{added:.3f} ms ({p1.p50_ms:.3f} − {d1.p50_ms:.3f})", added <= 0.5))
+        checks.append(
+            (
+                "added p50 over direct upstream, 1 connection",
+                "≤ 0.5 ms",
+                f"{added:.3f} ms ({p1.p50_ms:.3f} \u2212 {d1.p50_ms:.3f})",
+                added <= 0.5,
+            )
+        )
     sr = b.notes.get("stream_result")
     if sr:
-        checks.append((f"RSS growth, {sr['bytes'] / 1048576:.0f} MB job result through the proxy", "< 32 MB",
-                       f"{sr['growth_mb']:.1f} MB", sr["growth_mb"] < 32 and sr["status"] == 200))
+        checks.append(
+            (
+                f"RSS growth, {sr['bytes'] / 1048576:.0f} MB job result through the proxy",
+                "< 32 MB",
+                f"{sr['growth_mb']:.1f} MB",
+                sr["growth_mb"] < 32 and sr["status"] == 200,
+            )
+        )
     ss = b.notes.get("stream_submit")
     if ss:
-        checks.append((f"RSS growth, {ss['bytes'] / 1048576:.0f} MB job submission through the proxy", "< 32 MB",
-                       f"{ss['growth_mb']:.1f} MB", ss["growth_mb"] < 32 and ss["status"] == 200))
+        checks.append(
+            (
+                f"RSS growth, {ss['bytes'] / 1048576:.0f} MB job submission through the proxy",
+                "< 32 MB",
+                f"{ss['growth_mb']:.1f} MB",
+                ss["growth_mb"] < 32 and ss["status"] == 200,
+            )
+        )
     for name, need, got, ok in checks:
         add(f"| {name} | {need} | {got} | {'✅ met' if ok else '❌ missed'} |")
     add("")
     bad = [x for x in L if x.non_2xx or x.errors]
     if bad:
-        add("**Warning:** some runs saw errors: " + ", ".join(f"{x.target} c={x.connections}: {x.non_2xx} non-2xx, {x.errors} socket errors" for x in bad))
+        add(
+            "**Warning:** some runs saw errors: "
+            + ", ".join(f"{x.target} c={x.connections}: {x.non_2xx} non-2xx, {x.errors} socket errors" for x in bad)
+        )
         add("")
     # -- main table
     add("## Throughput and latency")
     add("")
-    add(f"Route: `GET {ROUTE}` → upstream `GET {UPSTREAM_ROUTE}` ({len(json.dumps(STATUS_JSON, separators=(',', ':')))}-byte JSON from nginx), "
+    add(
+        f"Route: `GET {ROUTE}` → upstream `GET {UPSTREAM_ROUTE}` ({len(json.dumps(STATUS_JSON, separators=(',', ':')))}-byte JSON from nginx), "
         f"{b.args.duration:g} s per run after a 2 s warm-up. CPU is the server's (all its processes) over the run, "
-        "100 % = one core; RSS is the peak of the server's processes during the run.")
+        "100 % = one core; RSS is the peak of the server's processes during the run."
+    )
     add("")
     add("| Server | conns | req/s | p50 ms | p99 ms | server CPU | peak RSS | vs nginx proxy | vs naive |")
     add("|---|---|---|---|---|---|---|---|---|")
     for x in L:
         ref_n, ref_v = find(L, N, x.connections), find(L, V, x.connections)
-        vs_n = f"{100 * x.rps / ref_n.rps:.1f} %" if ref_n and x.target != N and x.target != D else ""
-        vs_v = f"{x.rps / ref_v.rps:.1f}×" if ref_v and x.target != V and x.target != D else ""
-        cpu = f"{x.cpu_pct:.0f} %" if x.cpu_pct is not None else "–"
-        rss = f"{x.peak_rss_mb:.0f} MB" if x.peak_rss_mb is not None else "–"
-        add(f"| {x.target} | {x.connections} | {x.rps:.0f} | {x.p50_ms:.3f} | {x.p99_ms:.2f} | {cpu} | {rss} | {vs_n} | {vs_v} |")
+        ours = x.target.startswith("proxy")
+        vs_n = f"{100 * x.rps / ref_n.rps:.1f} %" if ref_n and ours else ""
+        vs_v = f"{x.rps / ref_v.rps:.1f}\u00d7" if ref_v and ours else ""
+        cpu = f"{x.cpu_pct:.0f} %" if x.cpu_pct is not None else "\u2013"
+        rss = f"{x.peak_rss_mb:.0f} MB" if x.peak_rss_mb is not None else "\u2013"
+        add(
+            f"| {x.target} | {x.connections} | {x.rps:.0f} | {x.p50_ms:.3f} | {x.p99_ms:.2f} | {cpu} | {rss} | {vs_n} | {vs_v} |"
+        )
     add("")
     add("Idle and start-up (one worker unless noted):")
     add("")
     add("| | value |")
     add("|---|---|")
-    for k, label in (("idle_rss_mb", "proxy idle RSS after start-up (1 worker)"),
-                     ("ready_s", "proxy start-up to ready (`/readyz` 200, IAM token in hand)"),
-                     ("idle_rss_mb_w2", "proxy idle RSS, 2 workers (all processes)"),
-                     ("ready_s_w2", "proxy start-up to ready, 2 workers")):
+    for k, label in (
+        ("idle_rss_mb", "proxy idle RSS after start-up (1 worker)"),
+        ("ready_s", "proxy start-up to ready (`/readyz` 200, IAM token in hand)"),
+        ("idle_rss_mb_w2", "proxy idle RSS, 2 workers (all processes)"),
+        ("ready_s_w2", "proxy start-up to ready, 2 workers"),
+    ):
         if k in b.notes:
             v = b.notes[k]
             add(f"| {label} | {v:.0f} MB |" if "rss" in k else f"| {label} | {v:.2f} s |")
@@ -613,34 +709,67 @@ def render(b: Bench, info: dict[str, str]) -> str:  # noqa: C901 - a report, top
         add("| Body | status | size | time | throughput | proxy RSS before → peak | growth |")
         add("|---|---|---|---|---|---|---|")
         if sr:
-            add(f"| job result, upstream → caller (`GET /runtime/jobs/bench-job/results`) | {sr['status']} | {sr['bytes'] / 1048576:.0f} MB | "
+            add(
+                f"| job result, upstream → caller (`GET /runtime/jobs/bench-job/results`) | {sr['status']} | {sr['bytes'] / 1048576:.0f} MB | "
                 f"{sr['seconds']:.2f} s (direct from nginx: {sr['direct_seconds']:.2f} s) | {sr['mb_per_s']:.0f} MB/s | "
-                f"{sr['rss_before_mb']:.0f} → {sr['rss_peak_mb']:.0f} MB | **{sr['growth_mb']:.1f} MB** |")
+                f"{sr['rss_before_mb']:.0f} → {sr['rss_peak_mb']:.0f} MB | **{sr['growth_mb']:.1f} MB** |"
+            )
         if ss:
-            add(f"| job submission, caller → upstream (`POST /runtime/jobs`, hub/group/project/private dropped on the way) | {ss['status']} | "
+            add(
+                f"| job submission, caller → upstream (`POST /runtime/jobs`, hub/group/project/private dropped on the way) | {ss['status']} | "
                 f"{ss['bytes'] / 1048576:.0f} MB | {ss['seconds']:.2f} s | {ss['mb_per_s']:.0f} MB/s | "
-                f"{ss['rss_before_mb']:.0f} → {ss['rss_peak_mb']:.0f} MB | **{ss['growth_mb']:.1f} MB** |")
+                f"{ss['rss_before_mb']:.0f} → {ss['rss_peak_mb']:.0f} MB | **{ss['growth_mb']:.1f} MB** |"
+            )
         add("")
-        add("RSS is sampled from `/proc/<pid>/statm` every 10 ms while the body passes (the client is curl, a separate process).")
+        add(
+            "RSS is sampled from `/proc/<pid>/statm` every 10 ms while the body passes (the client is curl, a separate process)."
+        )
         add("")
     # -- transport
     add("## Choice of the upstream transport")
     add("")
-    if p32 and h32:
-        h1 = find(L, H, 1)
-        add(f"httpx stays the client API (`proxy/upstream.py`); what moves the bytes is pluggable. Same proxy, same run, "
-            f"only `QCP_TRANSPORT` differs: at 32 connections httpx's own pool (httpcore) served **{h32.rps:.0f} req/s, "
-            f"p99 {h32.p99_ms:.1f} ms**; the aiohttp-backed transport (`proxy/transport.py`) **{p32.rps:.0f} req/s, "
-            f"p99 {p32.p99_ms:.1f} ms** ({p32.rps / h32.rps:.1f}×)"
-            + (f"; at 1 connection {h1.rps:.0f} vs {p1.rps:.0f} req/s." if h1 and p1 else "."))
+    add(
+        "httpx stays the client API (`proxy/upstream.py` builds no other kind of request or response); what moves "
+        "the bytes is an `httpx.AsyncBaseTransport`. Same proxy, same run, only `QCP_TRANSPORT` differs:"
+    )
+    add("")
+    add("| transport | c=1 req/s | c=1 p50 ms | c=32 req/s | c=32 p99 ms | CPU per request (c=32) |")
+    add("|---|---|---|---|---|---|")
+    for label, name in (
+        (P, "`native` (default): asyncio + httptools, `proxy/transport.py`"),
+        (A, "`aiohttp`: aiohttp client, `proxy/transport.py`"),
+        (H, "`httpx`: httpx's own pool (httpcore)"),
+    ):
+        x1, x32 = find(L, label, 1), find(L, label, 32)
+        if x1 and x32:
+            cpu_us = (x32.cpu_pct or 0) / 100 / x32.rps * 1e6 if x32.rps else 0
+            add(f"| {name} | {x1.rps:.0f} | {x1.p50_ms:.3f} | {x32.rps:.0f} | {x32.p99_ms:.1f} | {cpu_us:.0f} µs |")
+    add("")
+    tc = b.notes.get("transport_cpu")
+    if tc:
+        add(
+            "Client side alone (`bench/transport_cpu.py`, same run): CPU per sequential GET to the upstream nginx, "
+            "with the proxy's upstream headers:"
+        )
         add("")
-    add("The default is therefore `aiohttp` (set `QCP_TRANSPORT=httpx` to go back to httpcore). Why httpcore loses: its "
-        "connection pool takes an anyio lock and polls each pooled socket for readability on every request "
-        "(encode/httpx#3215, open; httpcore#928 measured that poll alone at > 4.5× overhead), so its cost per request "
-        "grows with concurrency. aiohttp's pool and HTTP parser are C-accelerated and lock-free on the event loop. "
-        "The transport keeps httpx semantics: streamed bodies both ways, no cookies, no redirects, no env proxies, no "
-        "decompression, and aiohttp errors mapped to the httpx exceptions the proxy turns into answers (see the "
-        "module docstring and `tests/test_transport.py`).")
+        add("| client | CPU µs per request |")
+        add("|---|---|")
+        for name, us in tc.items():
+            add(f"| {name} | {us:.0f} |")
+        add("")
+    add(
+        "Why these numbers: httpcore's pool takes an anyio lock and polls each pooled socket for readability on "
+        "every request (encode/httpx#3215, open; httpcore#928 measured that poll alone at > 4.5\u00d7 overhead), so it "
+        "gets slower as concurrency grows. aiohttp scales, but each request through it builds URL, header, request "
+        "and response objects, timers and tracing hooks, several times the CPU of a bare asyncio protocol doing the "
+        "same exchange (table above). `NativeTransport` is that bare protocol plus what a "
+        "proxy needs and nothing more: a keep-alive pool with a bounded number of connections (pool timeout), "
+        "keep-alive expiry, llhttp parsing via httptools (the parser uvicorn already runs for the inbound side), "
+        "streaming with flow control both ways, connect/read/write timeouts, TLS, and no retries, cookies, "
+        "redirects, env proxies or decompression. Both custom transports map their failures to the httpx "
+        "exceptions the proxy turns into answers, and share one test suite (`tests/test_transport.py`); "
+        "`QCP_TRANSPORT=aiohttp` or `=httpx` switches back without code changes."
+    )
     add("")
     add("uvicorn runs with uvloop and httptools (its `auto` choice when `uvicorn[standard]` is installed).")
     add("")
@@ -649,15 +778,24 @@ def render(b: Bench, info: dict[str, str]) -> str:  # noqa: C901 - a report, top
     add("")
     if p32:
         per_req_us = (p32.cpu_pct or 0) / 100 / p32.rps * 1e6 if p32.rps else 0
-        add(f"At 32 connections the proxy process uses {p32.cpu_pct:.0f} % of a core for {p32.rps:.0f} req/s, i.e. "
+        add(
+            f"At 32 connections the proxy process uses {p32.cpu_pct:.0f} % of a core for {p32.rps:.0f} req/s, i.e. "
             f"about {per_req_us:.0f} µs of CPU per request, all in one Python thread. wrk, the upstream nginx and the "
             "proxy share the machine's 2 cores, so the proxy can never have both. The per-request work is: uvicorn's "
-            "HTTP parsing and ASGI messages (httptools), route match + caller identification, the upstream request "
-            "through httpx's request/response objects and aiohttp, header filtering both ways, and one access-log "
-            "line through Python logging.")
+            "HTTP parsing and ASGI messages (httptools; it writes the status line+headers and the body with two "
+            "separate socket writes), route match + caller identification, the IAM token lookup, the upstream "
+            "exchange (NativeTransport + an httpx.Response), header filtering both ways, the phase-out/metrics/usage "
+            "hooks, and one access-log line through Python logging. On this VM a loopback socket write costs "
+            "tens of µs of kernel time, and each proxied request makes at least three (response head, response "
+            "body, upstream request) plus two reads."
+        )
     add("")
     if b.notes.get("profile"):
-        add("Top of a py-spy profile of the proxy during the 32-connection run (own time, %):")
+        add(
+            "A py-spy profile of the proxy under 32 connections (same run; 250 samples/s). A Python frame's own time "
+            "includes the C code it calls: socket writes show up under uvicorn's `RequestResponseCycle.send` and "
+            "`NativeTransport.send_fast`, socket reads and callbacks under the event loop."
+        )
         add("")
         add("```")
         add(b.notes["profile"])
@@ -667,10 +805,12 @@ def render(b: Bench, info: dict[str, str]) -> str:  # noqa: C901 - a report, top
     if w32 and p32:
         add("## Scale-out")
         add("")
-        add(f"`qiskit-classic-proxy serve --workers 2`: {w32.rps:.0f} req/s at 32 connections (p99 {w32.p99_ms:.2f} ms) vs "
+        add(
+            f"`qiskit-classic-proxy serve --workers 2`: {w32.rps:.0f} req/s at 32 connections (p99 {w32.p99_ms:.2f} ms) vs "
             f"{p32.rps:.0f} with one worker. On 2 cores shared with wrk and the upstream, a second worker has little "
             "free CPU to use; on a machine with spare cores it scales with them. Each worker has its own upstream "
-            "pool and IAM token.")
+            "pool and IAM token."
+        )
         add("")
     # -- machine and commands
     add("## Machine")
@@ -685,8 +825,10 @@ def render(b: Bench, info: dict[str, str]) -> str:  # noqa: C901 - a report, top
     add("")
     add("## Exact commands")
     add("")
-    add(f"All started by `{b.notes['command']}`; `$WORK` is its temporary directory (removed at the end). "
-        "Proxy stderr (the access log: one line per request) goes to /dev/null.")
+    add(
+        f"All started by `{b.notes['command']}`; `$WORK` is its temporary directory (removed at the end). "
+        "Proxy stderr (the access log: one line per request) goes to /dev/null."
+    )
     add("")
     add("```")
     seen: set[str] = set()
@@ -704,12 +846,27 @@ def render(b: Bench, info: dict[str, str]) -> str:  # noqa: C901 - a report, top
 
 
 def profile_proxy(b: Bench, proxy: Proc, seconds: float) -> str | None:
+    """py-spy (if installed) on the proxy under 32 connections: own time by module and top frames."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return None
     out = b.work / "profile.txt"
-    cmd = [spy, "record", "--pid", str(proxy.pid), "--duration", str(int(seconds)), "--format", "raw", "-o", str(out), "--nonblocking"]
+    cmd = [
+        spy,
+        "record",
+        "--pid",
+        str(proxy.pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "-o",
+        str(out),
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
     b._drive(proxy.url + ROUTE, 32, seconds + 1, [])
     try:
         p.wait(30)
@@ -718,19 +875,41 @@ def profile_proxy(b: Bench, proxy: Proc, seconds: float) -> str | None:
         return None
     if not out.exists():
         return None
+    b.commands.append(shlex.join(cmd).replace(str(b.work), "$WORK").replace(str(proxy.pid), "<proxy pid>"))
+    return summarize_profile(out.read_text())
+
+
+def summarize_profile(raw: str) -> str | None:
+    """py-spy raw output -> own time by module and the top functions."""
     own: dict[str, int] = {}
+    by_module: dict[str, int] = {}
     total = 0
-    for line in out.read_text().splitlines():
+    for line in raw.splitlines():
         stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
+        if not n.isdigit() or "UsageRecorder._run" in stack:  # an idle background thread
             continue
-        frame = stack.split(";")[-1]
-        frame = re.sub(r" \(/.*?site-packages/", " (", frame)
-        frame = re.sub(r" \(/.*?/(proxy/[^)]*)\)", r" (\1)", frame)
-        own[frame] = own.get(frame, 0) + int(n)
+        leaf = stack.split(";")[-1]
+        m = re.search(r"\((.*?):\d+\)$", leaf)
+        path = m.group(1) if m else ""
+        if leaf.startswith("Runner.run "):  # nothing in Python above it: uvloop's C loop and the kernel
+            module = "event loop (uvloop, C) + socket I/O"
+        elif path.startswith("proxy/"):
+            module = path
+        elif "/" in path:
+            module = path.split("/")[0]
+        else:
+            module = path.removesuffix(".py") or "?"
+        name = leaf
+        own[name] = own.get(name, 0) + int(n)
+        by_module[module] = by_module.get(module, 0) + int(n)
         total += int(n)
-    top = sorted(own.items(), key=lambda kv: -kv[1])[:15]
-    return "\n".join(f"{100 * n / total:5.1f}  {name}" for name, n in top)
+    if not total:
+        return None
+    lines = ["own time by module, % of samples:"]
+    lines += [f"{100 * v / total:5.1f}  {k}" for k, v in sorted(by_module.items(), key=lambda kv: -kv[1])[:14]]
+    lines += ["", "top functions (own time), %:"]
+    lines += [f"{100 * v / total:5.1f}  {k}" for k, v in sorted(own.items(), key=lambda kv: -kv[1])[:14]]
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -755,9 +934,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="qcp-bench-"))
     os.chmod(work, 0o755)
     b = Bench(args, work)
-    b.notes["command"] = "python bench/run.py" + "".join(
-        f" {a}" for a in sys.argv[1:] if not a.startswith("--out")
-    )
+    shown, skip = [], False
+    for a in sys.argv[1:]:  # the report names its own command, minus where it was written
+        if skip or a.startswith("--out"):
+            skip = a == "--out"
+            continue
+        shown.append(a)
+    b.notes["command"] = shlex.join(["python", "bench/run.py", *shown])
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
@@ -770,6 +953,15 @@ def main() -> int:
         print(f"upstream nginx {up.url}")
         auth = [f"Authorization: Bearer {TOKEN}", f"Service-CRN: {CRN}", f"IBM-API-Version: {API_VERSION}"]
 
+        print("transport CPU (client side)")
+        tc_cmd = [sys.executable, str(ROOT / "bench" / "transport_cpu.py"), up.url + UPSTREAM_ROUTE, "3000"]
+        b.notes["transport_cpu"] = json.loads(
+            subprocess.run(tc_cmd, capture_output=True, text=True, timeout=300, check=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        b.commands.append(shlex.join(tc_cmd))
+        print(f"  {b.notes['transport_cpu']}")
         print("direct upstream")
         b.load("direct upstream (nginx)", up.url + UPSTREAM_ROUTE, 1, None, auth)
         b.load("direct upstream (nginx)", up.url + UPSTREAM_ROUTE, 32, None, auth)
@@ -784,12 +976,12 @@ def main() -> int:
             b.load("naive FastAPI+httpx", nv.url + ROUTE, c, nv)
         b.stop(nv)
 
-        px = b.start_proxy(up.url, transport="aiohttp")
+        px = b.start_proxy(up.url, transport="native")
         time.sleep(0.5)
         b.notes["idle_rss_mb"] = rss_kb(tree(px.pid)) / 1024
         b.notes["ready_s"] = px.ready_s
         for c in (1, 32):
-            b.load("proxy (aiohttp transport)", px.url + ROUTE, c, px)
+            b.load(PROXY, px.url + ROUTE, c, px)
         if not args.no_profile:
             b.notes["profile"] = profile_proxy(b, px, min(args.duration, 5))
         if not args.skip_streaming:
@@ -800,13 +992,14 @@ def main() -> int:
             print(f"  submission: {b.notes['stream_submit']}")
         b.stop(px)
 
-        ph = b.start_proxy(up.url, transport="httpx")
-        for c in (1, 32):
-            b.load("proxy (httpx transport)", ph.url + ROUTE, c, ph)
-        b.stop(ph)
+        for name, label in (("aiohttp", "proxy (aiohttp transport)"), ("httpx", "proxy (httpx transport)")):
+            pt = b.start_proxy(up.url, transport=name)
+            for c in (1, 32):
+                b.load(label, pt.url + ROUTE, c, pt)
+            b.stop(pt)
 
         if not args.skip_workers:
-            pw = b.start_proxy(up.url, transport="aiohttp", workers=2)
+            pw = b.start_proxy(up.url, transport="native", workers=2)
             time.sleep(1.0)
             b.notes["idle_rss_mb_w2"] = rss_kb(tree(pw.pid)) / 1024
             b.notes["ready_s_w2"] = pw.ready_s

@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     #: Read timeout for job/session creation: the SDKs themselves wait up to 900 s.
     submit_timeout: float = Field(900.0, gt=0)
     iam_timeout: float = Field(10.0, gt=0)
+    #: Upstream HTTP client transport: "native" (asyncio + httptools, fastest: BENCHMARKS.md),
+    #: "aiohttp", or "httpx" (httpcore's pool).
+    transport: Literal["native", "aiohttp", "httpx"] = "native"
     #: Max simultaneous upstream connections.
     max_connections: int = Field(256, ge=1)
 

@@ -117,7 +117,8 @@ class KeyFilter:
         self.drop = frozenset(drop)
         self.capture = frozenset(capture)
         self.captured: dict[str, Any] = {}
-        self._dec = codecs.getincrementaldecoder("utf-8")()
+        # surrogatepass: json.loads(bytes) decodes that way too (it accepts UTF-8-encoded surrogates)
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="surrogatepass")
         self._tail = b""
         self._offset = 0  # bytes consumed before the current buffer
         self._stack = bytearray()
@@ -414,7 +415,9 @@ class KeyFilter:
         return i + 1
 
 
-def filter_bytes(data: bytes, drop: Iterable[str] = (), capture: Iterable[str] = CAPTURE) -> tuple[bytes, dict[str, Any]]:
+def filter_bytes(
+    data: bytes, drop: Iterable[str] = (), capture: Iterable[str] = CAPTURE
+) -> tuple[bytes, dict[str, Any]]:
     """Whole-buffer convenience (tests, tools): (filtered body, captured values)."""
     f = KeyFilter(drop, capture)
     out = f.feed(data) + f.close()
@@ -469,7 +472,9 @@ class Spooler:
     Invalid JSON raises `BadRequest` (400) from `add` or `finish`; the spool is closed then.
     """
 
-    def __init__(self, drop: Iterable[str], threshold: int = STREAM_THRESHOLD, capture: Iterable[str] = CAPTURE) -> None:
+    def __init__(
+        self, drop: Iterable[str], threshold: int = STREAM_THRESHOLD, capture: Iterable[str] = CAPTURE
+    ) -> None:
         self.drop = frozenset(drop)
         self.capture = frozenset(capture)
         self.threshold = threshold

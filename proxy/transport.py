@@ -1,34 +1,46 @@
-"""An httpx transport backed by aiohttp: httpx stays the client API, aiohttp moves the bytes.
+"""Upstream HTTP transports for httpx: httpx stays the client API, these move the bytes.
 
-Why: httpx's own pool (httpcore) loses throughput as concurrency rises (encode/httpx#3215: an
-anyio lock and a readability poll on every pool operation); under 32 concurrent callers it served
-a fraction of what aiohttp does on the same machine (numbers in BENCHMARKS.md). Plugging aiohttp
-in as an `httpx.AsyncBaseTransport` keeps every caller, timeout and exception of the httpx API.
+Why not httpx's own pool: httpcore loses throughput as concurrency rises (encode/httpx#3215: an
+anyio lock and a readability poll on every pool operation). Two replacements, both plugged in as
+`httpx.AsyncBaseTransport` so that every caller, timeout and exception stays httpx's:
 
-What it guarantees, like httpx's default transport configured by `proxy.upstream`:
-- no cookie jar (`aiohttp.DummyCookieJar`), no redirects, no proxies from the environment, no
-  automatic decompression (bytes pass through as the upstream sent them);
+- `NativeTransport` (the default, see `proxy.upstream.default_transport`): HTTP/1.1 on asyncio
+  protocols, responses parsed by httptools (llhttp, the parser uvicorn already uses). It does per
+  request only what a proxy needs, about a fifth of aiohttp's CPU per request on loopback.
+- `AiohttpTransport`: aiohttp's client underneath; the well-trodden alternative
+  (`QCP_TRANSPORT=aiohttp`).
+
+Both guarantee, like httpx's default transport as `proxy.upstream` configures it:
+- no cookie jar, no redirects, no proxies from the environment, no automatic decompression
+  (bytes pass through as the upstream sent them), no retries;
 - request bodies may be bytes or async iterators (streamed, with the caller's Content-Length);
-- responses stream (`httpx.AsyncByteStream`); closing one before its end closes the connection,
-  so an abandoned download never stays open upstream nor returns a dirty connection to the pool;
-- aiohttp errors become the httpx exceptions `proxy.upstream` maps to answers:
-  connect failure -> ConnectError, connect timeout -> ConnectTimeout, read timeout ->
-  ReadTimeout, server disconnect / truncated body -> RemoteProtocolError, other socket errors
-  -> ReadError, no free connection within the pool timeout -> PoolTimeout.
+- responses stream (`httpx.AsyncByteStream`) with flow control; closing one before its end closes
+  the connection, so an abandoned download never stays open upstream nor returns a dirty
+  connection to the pool;
+- errors become the httpx exceptions `proxy.upstream` maps to answers: connect failure ->
+  ConnectError, connect timeout -> ConnectTimeout, read timeout -> ReadTimeout, server
+  disconnect / truncated or invalid answer -> RemoteProtocolError, other socket errors ->
+  ReadError, no free connection within the pool timeout -> PoolTimeout.
 
-httpx's `write` timeout has no aiohttp equivalent and is not enforced by this transport.
+`send_fast(method, url, headers, body, timeouts)` is `handle_async_request` without building an
+`httpx.Request` first (~25 µs of URL parsing and header normalization that the transport would
+redo anyway); `proxy.upstream` uses it on the hot path. httpx's `write` timeout is enforced by
+NativeTransport only (aiohttp has no equivalent).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import httptools
 import httpx
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "NativeTransport"]
 
 _ConnectionTimeout: type[BaseException] = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ServerTimeoutError)
 _SocketTimeout: type[BaseException] = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError)
@@ -103,7 +115,7 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """`httpx.AsyncClient(transport=AiohttpTransport(...))`: see the module docstring.
+    """`httpx.AsyncClient(transport=AiohttpTransport(...))`: aiohttp underneath (module docstring).
 
     `max_connections` bounds the requests in flight (one connection each, HTTP/1.1); a request
     that waits longer than httpx's `pool` timeout for one raises `httpx.PoolTimeout`.
@@ -227,3 +239,450 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# NativeTransport: asyncio protocol + httptools, for the proxy's hot path
+# ------------------------------------------------------------------------------------------------
+
+#: Response bytes buffered per connection before the socket stops being read (flow control).
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+_HOP_BY_HOP_REQUEST = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade"})
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: writes a request, parses the answer with httptools (llhttp)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.active = False
+        self.key: tuple[str, str, int] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.headers_done = False
+        self.interim = False
+        self.complete = False
+        self.until_eof = False
+        self.head_only = False
+        self.keep_alive = False
+        self.error: httpx.TransportError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.read_paused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.active:  # bytes nobody asked for: the connection cannot be trusted any more
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"invalid HTTP response from the upstream: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.active and not self.complete and self.error is None:
+            if self.headers_done and self.until_eof and exc is None:
+                self.complete = True  # a body delimited by the end of the connection
+            elif exc is not None:
+                self.error = httpx.ReadError(f"upstream connection lost: {exc!r}")
+            else:
+                what = "the rest of the body" if self.headers_done else "an answer"
+                self.error = httpx.RemoteProtocolError(f"the upstream closed the connection without sending {what}")
+        self._wake()
+        d = self.drain_waiter
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        d = self.drain_waiter
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # interim answer (100 Continue, 103 Early Hints): wait for the real one
+            self.interim = True
+            self.headers = []
+            self.reason = b""
+            return
+        self.status = status
+        self.headers_done = True
+        delimited = status in (204, 304) or self.head_only
+        for k, v in self.headers:
+            lk = k.lower()
+            if lk == b"content-length" or (lk == b"transfer-encoding" and b"chunked" in v.lower()):
+                delimited = True
+        self.until_eof = not delimited
+        if self.head_only:
+            self.complete = True  # no body follows a HEAD answer; the connection is not reused
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > _HIGH_WATER and not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive() and not self.head_only
+        self._wake()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _fail(self, err: httpx.TransportError) -> None:
+        if self.error is None:
+            self.error = err
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self, timeout: float | None, what: str) -> None:
+        """Until the parser makes progress (or the connection ends); ReadTimeout after `timeout`."""
+        w = self.waiter = self.loop.create_future()
+        timer = self.loop.call_later(timeout, _expire, w, what) if timeout is not None else None
+        try:
+            await w
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def drain(self, timeout: float | None) -> None:
+        if not self.write_paused or self.closed:
+            return
+        d = self.drain_waiter = self.loop.create_future()
+        try:
+            await asyncio.wait_for(d, timeout)
+        except asyncio.TimeoutError:
+            raise httpx.WriteTimeout("the upstream did not take the request body in time") from None
+        finally:
+            self.drain_waiter = None
+
+    def take_body(self) -> bytes:
+        chunks = self.chunks
+        chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None], what: str) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.ReadTimeout(f"no {what} from the upstream in time"))
+
+
+class _Origin:
+    __slots__ = ("host", "host_header", "key", "port", "server_hostname", "ssl")
+
+    def __init__(self, scheme: str, host: str, port: int | None, ssl: Any) -> None:
+        default = 443 if scheme == "https" else 80
+        self.port = port or default
+        self.host = host
+        self.host_header = host if self.port == default else f"{host}:{self.port}"
+        if ":" in host:  # IPv6 literal
+            self.host_header = f"[{host}]" if self.port == default else f"[{host}]:{self.port}"
+        self.ssl = ssl if scheme == "https" else None
+        self.server_hostname = host if scheme == "https" else None
+        self.key = (scheme, host, self.port)
+
+
+class _NativeStream(httpx.AsyncByteStream):
+    __slots__ = ("_conn", "_done", "_pool", "_read_timeout", "_slot")
+
+    def __init__(self, pool: NativeTransport, conn: _Connection, slot: _Slot, read_timeout: float | None) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._slot = slot
+        self._read_timeout = read_timeout
+        self._done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        while True:
+            if conn.chunks:
+                yield conn.take_body()
+                continue
+            if conn.error is not None:
+                raise conn.error
+            if conn.complete:
+                return
+            await conn.wait(self._read_timeout, "body bytes")
+
+    async def aclose(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        conn = self._conn
+        conn.active = False
+        try:
+            if conn.complete and conn.keep_alive and conn.error is None and not conn.closed and not conn.chunks:
+                self._pool._put_back(conn)
+            else:
+                conn.close()  # abandoned mid-body or not reusable: never hand it to another request
+        finally:
+            self._slot.release()
+
+
+class NativeTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over asyncio protocols with httptools' parser (llhttp, as in uvicorn and Node.js).
+
+    The proxy's default upstream transport: per request it costs a fraction of the CPU of aiohttp
+    (see BENCHMARKS.md), which on a 2-core machine is the proxy's throughput. Same guarantees as
+    `AiohttpTransport` (no cookies, redirects, env proxies or decompression; bodies stream both
+    ways with flow control; an abandoned response closes its connection; httpx exceptions; pool
+    timeout), plus httpx's `write` timeout. It never retries: a request whose pooled connection
+    turns out dead fails with RemoteProtocolError/ReadError, and the proxy decides.
+    HTTP/1.1 only (the new API and IAM speak it; HTTP/2 brings nothing to a local proxy).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        keepalive_expiry: float = 4.0,
+        ssl_context: Any = None,
+    ) -> None:
+        self._max_connections = max_connections
+        self._keepalive = keepalive_expiry
+        self._ssl = ssl_context
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._origins: dict[str, tuple[_Origin, int]] = {}
+        self._sem: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # -- pool ------------------------------------------------------------------------------------
+    def _origin(self, url: str) -> tuple[_Origin, str]:
+        sep = url.find("://")
+        slash = url.find("/", sep + 3) if sep > 0 else -1
+        prefix = url if slash < 0 else url[:slash]
+        target = "/" if slash < 0 else url[slash:]
+        hit = self._origins.get(prefix)
+        if hit is None:
+            u = urlsplit(prefix)
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise httpx.UnsupportedProtocol(f"unsupported URL {prefix!r}: http(s) only")
+            ssl = None
+            if u.scheme == "https":
+                ssl = self._ssl = self._ssl or httpx.create_ssl_context()
+            hit = self._origins[prefix] = (_Origin(u.scheme, u.hostname, u.port, ssl), 0)
+        if "\r" in target or "\n" in target or " " in target or "\0" in target:
+            raise httpx.UnsupportedProtocol("invalid characters in the request target")
+        return hit[0], target
+
+    def _put_back(self, conn: _Connection) -> None:
+        if self._closed or conn.closed:
+            conn.close()
+            return
+        conn.reset()
+        conn.idle_since = conn.loop.time()
+        assert conn.key is not None
+        self._idle.setdefault(conn.key, []).append(conn)
+
+    async def _connection(self, origin: _Origin, timeout: float | None) -> _Connection:
+        loop = self._loop
+        assert loop is not None
+        idle = self._idle.get(origin.key)
+        if idle:
+            now = loop.time()
+            while idle:
+                conn = idle.pop()  # the most recently used: its socket is the least likely to be stale
+                if not conn.closed and now - conn.idle_since < self._keepalive:
+                    return conn
+                conn.close()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(loop),
+                    origin.host,
+                    origin.port,
+                    ssl=origin.ssl,
+                    server_hostname=origin.server_hostname,
+                ),
+                timeout,
+            )
+        except asyncio.TimeoutError:
+            raise httpx.ConnectTimeout(f"connecting to {origin.host}:{origin.port} timed out") from None
+        except OSError as exc:  # refused, unreachable, DNS (socket.gaierror), TLS (ssl.SSLError)
+            raise httpx.ConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from None
+        conn.key = origin.key
+        return conn
+
+    # -- requests ----------------------------------------------------------------------------------
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        stream = request.stream
+        data: Any = request.content if isinstance(stream, httpx.ByteStream) else stream
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "host"]
+        try:
+            return await self.send_fast(
+                request.method, str(request.url), headers, data, request.extensions.get("timeout") or {}
+            )
+        except httpx.TransportError as exc:
+            exc.request = request
+            raise
+
+    async def send_fast(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterable[bytes] | None,
+        timeouts: dict[str, float | None],
+        request: httpx.Request | None = None,
+    ) -> httpx.Response:
+        """Send one request; the answer comes back with its body unread (a stream).
+
+        `headers` go out as given (Host is added; Content-Length for bytes; chunked framing for
+        an iterator without a Content-Length). `timeouts` is httpx's `Timeout.as_dict()`.
+        """
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._sem = asyncio.Semaphore(self._max_connections)
+        sem = self._sem
+        assert sem is not None
+        origin, target = self._origin(url)
+        head = [f"{method} {target} HTTP/1.1\r\nhost: {origin.host_header}\r\n"]
+        has_length = False
+        for k, v in headers:
+            if "\n" in v or "\r" in v or "\n" in k or "\r" in k or ":" in k:
+                raise httpx.LocalProtocolError(f"invalid header {k!r}")
+            lk = k.lower()
+            if lk in _HOP_BY_HOP_REQUEST:
+                continue
+            if lk == "content-length":
+                has_length = True
+            head.append(f"{k}: {v}\r\n")
+        chunked = False
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            if not has_length and (body or method in ("POST", "PUT", "PATCH")):
+                head.append(f"content-length: {len(body)}\r\n")
+        elif body is not None:
+            if not has_length:
+                chunked = True
+                head.append("transfer-encoding: chunked\r\n")
+        elif method in ("POST", "PUT", "PATCH") and not has_length:
+            head.append("content-length: 0\r\n")
+        head.append("\r\n")
+        try:
+            head_bytes = "".join(head).encode("latin-1")
+        except UnicodeEncodeError:
+            raise httpx.LocalProtocolError("request line or headers are not latin-1") from None
+
+        if sem.locked():
+            try:
+                await asyncio.wait_for(sem.acquire(), timeouts.get("pool"))
+            except asyncio.TimeoutError:
+                raise httpx.PoolTimeout("no upstream connection free within the pool timeout") from None
+        else:
+            await sem.acquire()
+        slot = _Slot(sem)
+        conn: _Connection | None = None
+        try:
+            conn = await self._connection(origin, timeouts.get("connect"))
+            conn.active = True
+            conn.head_only = method == "HEAD"
+            transport = conn.transport
+            assert transport is not None
+            if isinstance(body, (bytes, bytearray, memoryview)) and body:
+                if len(body) <= 65536:
+                    transport.write(head_bytes + bytes(body))  # one write, one syscall
+                else:
+                    transport.write(head_bytes)
+                    transport.write(body)  # no copy of a large body
+                    await conn.drain(timeouts.get("write"))
+            else:
+                transport.write(head_bytes)
+                if body is not None and not isinstance(body, (bytes, bytearray, memoryview)):
+                    await self._send_body(conn, body, chunked, timeouts.get("write"))
+            read_timeout = timeouts.get("read")
+            while not conn.headers_done:
+                if conn.error is not None:
+                    raise conn.error
+                await conn.wait(read_timeout, "answer")
+        except BaseException:
+            if conn is not None:
+                conn.active = False
+                conn.close()
+            slot.release()
+            raise
+        return httpx.Response(
+            conn.status,
+            headers=conn.headers,
+            stream=_NativeStream(self, conn, slot, read_timeout),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": conn.reason},
+            request=request,
+        )
+
+    async def _send_body(
+        self, conn: _Connection, body: AsyncIterable[bytes], chunked: bool, timeout: float | None
+    ) -> None:
+        transport = conn.transport
+        assert transport is not None
+        async for chunk in body:
+            if conn.closed or conn.error is not None:
+                # The upstream hung up (or answered early and closed): stop sending.
+                if conn.headers_done:
+                    return
+                raise httpx.WriteError("the upstream closed the connection while the request body was sent")
+            if not chunk:
+                continue
+            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if conn.write_paused:
+                await conn.drain(timeout)
+        if chunked and not conn.closed:
+            transport.write(b"0\r\n\r\n")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()

@@ -1,14 +1,14 @@
 """Forwarding to the new API: one pooled httpx client, errors mapped to clear JSON answers.
 
-The transport is swappable (`transport=`): httpx's default pool, an aiohttp-backed one
-(`proxy.transport`), or `httpx.MockTransport` in unit tests. Nothing is retried here: the only
+The transport is swappable (`transport=`): by default `proxy.transport.NativeTransport`
+(asyncio + httptools), or an aiohttp-backed one, httpx's own pool, or `httpx.MockTransport` in
+unit tests (see `default_transport` and BENCHMARKS.md). Nothing is retried here: the only
 replay (after a 401) is decided by the caller, which knows the request never ran.
 """
 
 from __future__ import annotations
 
 import http.cookiejar
-import os
 from collections.abc import AsyncIterable
 from typing import Literal
 
@@ -32,13 +32,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "server", "date"}
-#: Upstream HTTP transport: "aiohttp" (proxy.transport, the default: see BENCHMARKS.md) or "httpx"
-#: (httpcore's pool). Meant to become a setting (`transport`); until then QCP_TRANSPORT.
-TRANSPORT = os.environ.get("QCP_TRANSPORT", "aiohttp").strip().lower()
 
 
 def default_transport(settings: Settings) -> httpx.AsyncBaseTransport:
-    if TRANSPORT == "httpx":
+    """The upstream HTTP transport named by the `transport` setting (see BENCHMARKS.md)."""
+    if settings.transport == "httpx":
         limits = httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
@@ -47,9 +45,11 @@ def default_transport(settings: Settings) -> httpx.AsyncBaseTransport:
             keepalive_expiry=4.0,
         )
         return httpx.AsyncHTTPTransport(limits=limits, retries=0)
-    from .transport import AiohttpTransport
+    from .transport import AiohttpTransport, NativeTransport
 
-    return AiohttpTransport(max_connections=settings.max_connections, keepalive_expiry=4.0)
+    if settings.transport == "aiohttp":
+        return AiohttpTransport(max_connections=settings.max_connections, keepalive_expiry=4.0)
+    return NativeTransport(max_connections=settings.max_connections, keepalive_expiry=4.0)
 
 
 class _NoCookies(http.cookiejar.CookieJar):

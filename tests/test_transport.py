@@ -1,0 +1,599 @@
+"""proxy.transport: both upstream transports keep httpx semantics, against real loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from proxy.serving import BackgroundServer
+from proxy.transport import AiohttpTransport, NativeTransport, _map_error
+
+
+class Upstream:
+    """A small ASGI upstream; records what it saw."""
+
+    def __init__(self) -> None:
+        self.disconnects: list[str] = []
+        self.cookies_seen: list[str] = []
+        self.clients: list[Any] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        if "cookie" in headers:
+            self.cookies_seen.append(headers["cookie"])
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+
+        async def reply(status: int, data: bytes, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *extra]
+            await send({"type": "http.response.start", "status": status, "headers": hdrs})
+            await send({"type": "http.response.body", "body": data})
+
+        if path == "/echo":
+            self.clients.append(tuple(scope["client"]))
+            doc = {
+                "method": scope["method"],
+                "headers": headers,
+                "body_len": len(body),
+                "body_head": body[:64].decode(),
+            }
+            await reply(200, json.dumps(doc).encode())
+        elif path == "/set-cookie":
+            await reply(200, b"{}", [(b"set-cookie", b"session=abc; Path=/")])
+        elif path == "/redirect":
+            await reply(302, b"{}", [(b"location", b"/echo")])
+        elif path == "/gzip":
+            await reply(200, gzip.compress(b'{"compressed":true}'), [(b"content-encoding", b"gzip")])
+        elif path == "/slow-headers":
+            await asyncio.sleep(1.0)
+            await reply(200, b"{}")
+        elif path == "/slow-body":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+            await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+            await asyncio.sleep(1.0)
+            await send({"type": "http.response.body", "body": b"67890"})
+        elif path == "/endless":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            gone = asyncio.ensure_future(receive())  # resolves with http.disconnect when the peer goes
+            block = b"x" * 65536
+            deadline = time.monotonic() + 20
+            while not gone.done() and time.monotonic() < deadline:
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+                await asyncio.sleep(0.001)
+            if gone.done():
+                self.disconnects.append(path)
+            else:
+                await send({"type": "http.response.body", "body": b""})
+        else:
+            await reply(404, b"{}")
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[str, Upstream]]:
+    app = Upstream()
+    server = BackgroundServer(app, access_log=False).start()
+    yield server.url, app
+    server.stop()
+
+
+T = {"connect": 2.0, "read": 5.0, "write": 5.0, "pool": 2.0}
+
+
+@pytest.fixture(params=["native", "aiohttp"])
+def Transport(request: pytest.FixtureRequest) -> Any:
+    return NativeTransport if request.param == "native" else AiohttpTransport
+
+
+async def test_through_an_httpx_client(Transport: Any, upstream: tuple[str, Upstream]) -> None:
+    url, _ = upstream
+    async with httpx.AsyncClient(transport=Transport(), base_url=url) as c:
+        r = await c.post("/echo", content=b'{"a":1}', headers={"X-Thing": "1"})
+        assert r.status_code == 200
+        doc = r.json()
+        assert doc["method"] == "POST" and doc["body_len"] == 7 and doc["headers"]["x-thing"] == "1"
+        assert doc["headers"]["content-length"] == "7"
+        async with c.stream("GET", "/echo") as s:
+            assert s.status_code == 200
+            assert json.loads(await s.aread())["method"] == "GET"
+        assert r.http_version == "HTTP/1.1" and r.reason_phrase == "OK"
+
+
+async def test_send_fast_headers_go_out_as_given(Transport: Any, upstream: tuple[str, Upstream]) -> None:
+    url, _ = upstream
+    t = Transport()
+    try:
+        r = await t.send_fast("GET", url + "/echo", [("x-request-id", "abc"), ("service-crn", "crn:x")], None, T)
+        doc = json.loads(await r.aread())
+        await r.aclose()
+        assert doc["headers"]["x-request-id"] == "abc" and doc["headers"]["service-crn"] == "crn:x"
+        assert "cookie" not in doc["headers"]
+    finally:
+        await t.aclose()
+
+
+async def test_streamed_request_body_uses_the_given_content_length(
+    Transport: Any, upstream: tuple[str, Upstream]
+) -> None:
+    url, _ = upstream
+    t = Transport()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b"y" * 16384
+
+    try:
+        size = 64 * 16384
+        r = await t.send_fast("POST", url + "/echo", [("content-length", str(size))], body(), T)
+        doc = json.loads(await r.aread())
+        await r.aclose()
+        assert doc["body_len"] == size
+        assert doc["headers"]["content-length"] == str(size)
+        assert "transfer-encoding" not in doc["headers"]
+    finally:
+        await t.aclose()
+
+
+async def test_no_cookie_jar(Transport: Any, upstream: tuple[str, Upstream]) -> None:
+    """A shared transport must never carry one caller's cookies to the next request."""
+    url, app = upstream
+    t = Transport()
+    try:
+        app.cookies_seen.clear()
+        for path in ("/set-cookie", "/echo", "/echo"):
+            r = await t.send_fast("GET", url + path, [], None, T)
+            await r.aread()
+            await r.aclose()
+        assert app.cookies_seen == []
+    finally:
+        await t.aclose()
+
+
+async def test_redirects_are_not_followed_and_bodies_not_decompressed(
+    Transport: Any, upstream: tuple[str, Upstream]
+) -> None:
+    url, _ = upstream
+    t = Transport()
+    try:
+        r = await t.send_fast("GET", url + "/redirect", [], None, T)
+        assert r.status_code == 302 and r.headers["location"] == "/echo"
+        await r.aclose()
+        r = await t.send_fast("GET", url + "/gzip", [("accept-encoding", "gzip")], None, T)
+        raw = b"".join([c async for c in r.aiter_raw()])
+        await r.aclose()
+        assert r.headers["content-encoding"] == "gzip"
+        assert gzip.decompress(raw) == b'{"compressed":true}'  # passed through as sent
+    finally:
+        await t.aclose()
+
+
+async def test_env_proxies_are_ignored(
+    Transport: Any, upstream: tuple[str, Upstream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = upstream
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    t = Transport()
+    try:
+        r = await t.send_fast("GET", url + "/echo", [], None, T)
+        assert r.status_code == 200
+        await r.aclose()
+    finally:
+        await t.aclose()
+
+
+async def test_connection_refused_is_connect_error(Transport: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        t = Transport()
+        try:
+            with pytest.raises(httpx.ConnectError):
+                await t.send_fast("GET", f"http://127.0.0.1:{port}/", [], None, T)
+        finally:
+            await t.aclose()
+
+
+async def test_read_timeouts_before_and_during_the_body(Transport: Any, upstream: tuple[str, Upstream]) -> None:
+    url, _ = upstream
+    t = Transport()
+    short = {**T, "read": 0.2}
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            await t.send_fast("GET", url + "/slow-headers", [], None, short)
+        r = await t.send_fast("GET", url + "/slow-body", [], None, short)
+        with pytest.raises(httpx.ReadTimeout):
+            await r.aread()
+        await r.aclose()
+    finally:
+        await t.aclose()
+
+
+async def test_server_disconnect_is_remote_protocol_error(Transport: Any) -> None:
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    t = Transport()
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await t.send_fast("POST", f"http://127.0.0.1:{port}/", [], b"{}", T)
+    finally:
+        await t.aclose()
+        server.close()
+
+
+async def test_truncated_body_is_remote_protocol_error(Transport: Any) -> None:
+    async def short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-ten!!")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(short, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    t = Transport()
+    try:
+        r = await t.send_fast("GET", f"http://127.0.0.1:{port}/", [], None, T)
+        with pytest.raises(httpx.RemoteProtocolError):
+            await r.aread()
+        await r.aclose()
+    finally:
+        await t.aclose()
+        server.close()
+
+
+async def test_pool_timeout_when_every_connection_is_busy(Transport: Any, upstream: tuple[str, Upstream]) -> None:
+    url, _ = upstream
+    t = Transport(max_connections=1)
+    try:
+        held = await t.send_fast("GET", url + "/echo", [], None, T)  # not closed yet: holds the slot
+        with pytest.raises(httpx.PoolTimeout):
+            await t.send_fast("GET", url + "/echo", [], None, {**T, "pool": 0.1})
+        await held.aclose()
+        r = await t.send_fast("GET", url + "/echo", [], None, {**T, "pool": 0.1})  # freed
+        assert r.status_code == 200
+        await r.aclose()
+    finally:
+        await t.aclose()
+
+
+async def test_connections_are_reused(Transport: Any, upstream: tuple[str, Upstream]) -> None:
+    url, app = upstream
+    t = Transport()
+    try:
+        app.clients.clear()
+        for _ in range(5):
+            r = await t.send_fast("GET", url + "/echo", [], None, T)
+            await r.aread()
+            await r.aclose()
+        assert len(set(app.clients)) == 1  # one keep-alive connection served all five
+    finally:
+        await t.aclose()
+
+
+async def test_abandoned_stream_closes_the_upstream_connection(Transport: Any, upstream: tuple[str, Upstream]) -> None:
+    url, app = upstream
+    app.disconnects.clear()
+    t = Transport()
+    try:
+        r = await t.send_fast("GET", url + "/endless", [], None, T)
+        got = 0
+        async for chunk in r.aiter_raw():
+            got += len(chunk)
+            if got > 256 * 1024:
+                break
+        await r.aclose()
+        deadline = time.monotonic() + 5
+        while not app.disconnects and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert app.disconnects == ["/endless"]
+        # and the slot was given back
+        r = await t.send_fast("GET", url + "/echo", [], None, T)
+        assert r.status_code == 200
+        await r.aclose()
+    finally:
+        await t.aclose()
+
+
+def test_error_mapping_table() -> None:
+    key = aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None)
+    cases: list[tuple[BaseException, type[httpx.TransportError]]] = [
+        (aiohttp.ClientConnectorError(key, OSError(111, "refused")), httpx.ConnectError),
+        (aiohttp.ConnectionTimeoutError("connect"), httpx.ConnectTimeout),
+        (aiohttp.SocketTimeoutError("read"), httpx.ReadTimeout),
+        (asyncio.TimeoutError(), httpx.ReadTimeout),
+        (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError),
+        (aiohttp.ClientPayloadError("truncated"), httpx.RemoteProtocolError),
+        (aiohttp.ClientOSError(104, "reset"), httpx.ReadError),
+        (ConnectionResetError(), httpx.ReadError),
+        (aiohttp.InvalidURL("ftp://x"), httpx.UnsupportedProtocol),
+    ]
+    for exc, expected in cases:
+        mapped = _map_error(exc, None)
+        assert type(mapped) is expected, (exc, mapped)
+
+
+async def test_closing_the_transport_twice_is_fine(Transport: Any, upstream: tuple[str, Upstream]) -> None:
+    url, _ = upstream
+    t = Transport()
+    r = await t.send_fast("GET", url + "/echo", [], None, T)
+    await r.aclose()
+    await t.aclose()
+    await t.aclose()
+
+
+def test_a_transport_per_event_loop_thread(Transport: Any, upstream: tuple[str, Upstream]) -> None:
+    """The session is created lazily inside the running loop (uvicorn workers, test servers)."""
+    url, _ = upstream
+    results: list[int] = []
+
+    def run() -> None:
+        async def go() -> None:
+            t = Transport()
+            r = await t.send_fast("GET", url + "/echo", [], None, T)
+            results.append(r.status_code)
+            await r.aclose()
+            await t.aclose()
+
+        asyncio.run(go())
+
+    th = threading.Thread(target=run)
+    th.start()
+    th.join(10)
+    assert results == [200]
+
+
+# ------------------------------------------------------------------- NativeTransport specifics
+
+
+async def _raw_server(handler: Any) -> tuple[asyncio.AbstractServer, str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    m = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    if m:
+        await reader.readexactly(int(m[0].split(b":")[1]))
+    return head
+
+
+async def test_native_body_until_close_and_connection_close() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-the-end")
+        await writer.drain()
+        writer.close()
+
+    server, url = await _raw_server(handler)
+    t = NativeTransport()
+    try:
+        for _ in range(2):  # the first connection is not reused: HTTP/1.1 without length ends at close
+            r = await t.send_fast("GET", url + "/", [], None, T)
+            assert await r.aread() == b"until-the-end"
+            await r.aclose()
+        assert not any(t._idle.values())
+    finally:
+        await t.aclose()
+        server.close()
+
+
+async def test_native_chunked_both_ways_and_interim_answers() -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower()
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            data = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += data[:-2]
+        seen.append(body)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        await writer.drain()
+
+    async def gen() -> AsyncIterator[bytes]:
+        for part in (b"abc", b"", b"defgh"):
+            yield part
+
+    server, url = await _raw_server(handler)
+    t = NativeTransport()
+    try:
+        r = await t.send_fast("POST", url + "/", [], gen(), T)
+        assert r.status_code == 200 and "link" not in r.headers
+        assert await r.aread() == b"hello world"
+        await r.aclose()
+        assert seen == [b"abcdefgh"]
+    finally:
+        await t.aclose()
+        server.close()
+
+
+async def test_native_refuses_header_injection_before_sending_anything() -> None:
+    t = NativeTransport()
+    try:
+        for bad in ([("x-a", "1\r\nx-injected: 1")], [("x-a\r\nx-b", "1")], [("x:a", "1")]):
+            with pytest.raises(httpx.LocalProtocolError):
+                await t.send_fast("GET", "http://127.0.0.1:9/", bad, None, T)
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await t.send_fast("GET", "http://127.0.0.1:9/a b", [], None, T)
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await t.send_fast("GET", "ftp://127.0.0.1:9/", [], None, T)
+    finally:
+        await t.aclose()
+
+
+async def test_native_early_answer_stops_the_upload() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    async def big() -> AsyncIterator[bytes]:
+        for _ in range(4096):  # 256 MB if it were all sent
+            yield b"z" * 65536
+            await asyncio.sleep(0)
+
+    server, url = await _raw_server(handler)
+    t = NativeTransport()
+    try:
+        started = time.monotonic()
+        r = await t.send_fast("POST", url + "/", [("content-length", str(4096 * 65536))], big(), T)
+        assert r.status_code == 413 and await r.aread() == b"{}"
+        await r.aclose()
+        assert time.monotonic() - started < 5
+    finally:
+        await t.aclose()
+        server.close()
+
+
+async def test_native_stale_pooled_connection_is_not_used() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()  # the server's keep-alive timeout
+
+    server, url = await _raw_server(handler)
+    t = NativeTransport()
+    try:
+        for _ in range(3):
+            r = await t.send_fast("DELETE", url + "/x", [], None, T)
+            assert await r.aread() == b"ok"
+            await r.aclose()
+            await asyncio.sleep(0.2)
+    finally:
+        await t.aclose()
+        server.close()
+
+
+async def test_native_keepalive_expiry() -> None:
+    accepted: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        try:
+            while True:
+                await _read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server, url = await _raw_server(handler)
+    t = NativeTransport(keepalive_expiry=0.1)
+    try:
+        for pause in (0, 0.3):
+            await asyncio.sleep(pause)
+            r = await t.send_fast("GET", url + "/", [], None, T)
+            await r.aread()
+            await r.aclose()
+        assert len(accepted) == 2  # the idle connection had expired: a new one was opened
+    finally:
+        await t.aclose()
+        server.close()
+
+
+async def test_native_write_timeout_when_the_upstream_stops_reading() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()  # never reads: the socket buffers fill up
+        writer.close()
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"w" * 262144
+
+    server, url = await _raw_server(handler)
+    t = NativeTransport()
+    try:
+        with pytest.raises(httpx.WriteTimeout):
+            await t.send_fast("POST", url + "/", [("content-length", str(1 << 40))], endless(), {**T, "write": 0.3})
+    finally:
+        release.set()
+        await t.aclose()
+        server.close()
+
+
+def test_native_https(tmp_path: Any) -> None:
+    """TLS to the upstream (the real new API is https): a self-signed certificate we trust."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    app = Upstream()
+    server = BackgroundServer(app, access_log=False, ssl_keyfile=str(key), ssl_certfile=str(cert)).start()
+    try:
+        url = server.url.replace("http://", "https://")
+
+        async def go() -> None:
+            ctx = ssl.create_default_context(cafile=str(cert))
+            t = NativeTransport(ssl_context=ctx)
+            try:
+                r = await t.send_fast("GET", url + "/echo", [("x-a", "1")], None, T)
+                assert r.status_code == 200 and json.loads(await r.aread())["headers"]["x-a"] == "1"
+                await r.aclose()
+                untrusting = NativeTransport()
+                with pytest.raises(httpx.ConnectError):
+                    await untrusting.send_fast("GET", url + "/echo", [], None, T)
+                await untrusting.aclose()
+            finally:
+                await t.aclose()
+
+        asyncio.run(go())
+    finally:
+        server.stop()
