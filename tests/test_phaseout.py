@@ -27,7 +27,7 @@ from proxy.phaseout import CLASSIC_RETIRED, iso, parse_window, render_routes
 from proxy.serving import free_port
 from proxy.usage import read_usage
 
-from .conftest import EmulatorHandle, Running, proxy_settings
+from .conftest import EmulatorHandle, Running, proxy_settings, wait_until_ok
 
 GUIDE = MIGRATION_GUIDE_URL
 DEP = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -379,15 +379,7 @@ def test_serve_log_format_json_and_usage_record(emulator: EmulatorHandle, tmp_pa
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "proxy did not start"
-            time.sleep(0.05)
+        wait_until_ok(url + "/healthz", proc)
         h = {"Authorization": f"Bearer {CI_TOKEN}", "User-Agent": "qiskit-ibm-runtime/0.23.0 (x)"}
         for i in range(3):
             r = httpx.get(url + "/runtime/backends", headers={**h, "X-Request-ID": f"rid-serve-{i}"}, timeout=10)
