@@ -89,7 +89,8 @@ for name in "${ORDER[@]}"; do
         continue
     fi
     start=$(date +%s)
-    if build_venv "$name"; then
+    # One retry: a fresh machine's first download from the registry can fail transiently.
+    if build_venv "$name" || { echo "$name: first attempt failed, retrying once" >&2; mkdir -p "$VENV_DIR"; build_venv "$name"; }; then
         size=$(du -sh "$dir" 2>/dev/null | cut -f1)
         echo "$name: ok (installed in $(( $(date +%s) - start ))s, $size) $dir"
     else
