@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from . import answers
 from .call import Call, Reply
-from .config import Settings, is_loopback
+from .config import Settings
 from .errors import (
     BadRequest,
     Gone,
@@ -651,4 +651,4 @@ def app_factory() -> ProxyApp:
     return create_app(settings)
 
 
-__all__ = ["ProxyApp", "app_factory", "create_app", "is_loopback", "json"]
+__all__ = ["ProxyApp", "app_factory", "create_app"]

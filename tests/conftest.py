@@ -7,6 +7,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from proxy.app import create_app
 from proxy.config import Settings, load_settings
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN, Emulator, EmulatorConfig, create_emulator_app
+from proxy.logs import JsonFormatter
 from proxy.serving import BackgroundServer
 
 
@@ -121,16 +123,40 @@ def make_proxy(emulator: EmulatorHandle) -> Iterator[Callable[..., Running]]:
         r.server.stop()
 
 
+@contextmanager
+def attached(handler: logging.Handler, level: int) -> Iterator[None]:
+    """Attach a handler to the proxy's logger for the duration, at the given level."""
+    logger = logging.getLogger("qiskit_classic_proxy")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 @pytest.fixture
 def captured_logs() -> Iterator[io.StringIO]:
     """Everything the proxy logs (all levels) during the test, as text."""
     buf = io.StringIO()
     handler = logging.StreamHandler(buf)
     handler.setLevel(logging.DEBUG)
-    logger = logging.getLogger("qiskit_classic_proxy")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield buf
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    with attached(handler, logging.DEBUG):
+        yield buf
+
+
+@pytest.fixture
+def json_logs() -> Iterator[list[str]]:
+    """The proxy's log records at INFO and above, each formatted as the JSON log line it would be."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(JsonFormatter())
+    with attached(handler, logging.INFO):
+        yield lines

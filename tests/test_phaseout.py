@@ -5,12 +5,11 @@ structured access logs. (Metrics: test_metrics.py; usage record and report: test
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -22,7 +21,6 @@ import pytest
 from proxy.app import create_app
 from proxy.config import MIGRATION_GUIDE_URL, ConfigError, load_settings
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN
-from proxy.logs import JsonFormatter
 from proxy.phaseout import CLASSIC_RETIRED, iso, parse_window, render_routes
 from proxy.serving import free_port
 from proxy.usage import read_usage
@@ -317,25 +315,6 @@ async def test_admin_refuses_remote_callers_without_admin_token(proxy: Running) 
 
 
 # ============================================================================ structured logs
-
-
-@pytest.fixture
-def json_logs() -> Iterator[list[str]]:
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
-
-    handler = Collect()
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("qiskit_classic_proxy")
-    old = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 def test_one_json_access_line_per_request_without_secrets(

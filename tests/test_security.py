@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from proxy.emulator import DEMO_API_KEY
-from proxy.logs import configure
+from proxy.logs import JsonFormatter
 
-from .conftest import EmulatorHandle, Running
+from .conftest import EmulatorHandle, Running, attached
 
 CALLER_SECRET = "caller-bearer-should-stay-home"
 
@@ -75,18 +75,14 @@ def test_api_key_rejected_by_iam_is_not_echoed(make_proxy, captured_logs: io.Str
 
 def test_json_logs_carry_no_secrets(client: httpx.Client, emulator: EmulatorHandle) -> None:
     buf = io.StringIO()
-    configure("debug", "json")
-    logger = logging.getLogger("qiskit_classic_proxy")
-    handler = logger.handlers[0]
-    handler.stream = buf  # type: ignore[attr-defined]
-    try:
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(JsonFormatter())
+    with attached(handler, logging.DEBUG):
         client.get("/runtime/backends", headers={"Authorization": f"Bearer {CALLER_SECRET}"})
         client.get("/runtime/jobs/nope", headers={"X-Access-Token": "tok-xyz"})
         deadline = time.monotonic() + 5  # the access line is written just after the answer is sent
         while buf.getvalue().count("\n") < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-    finally:
-        configure("info", "text")
     out = buf.getvalue()
     assert '"route":"GET /backends"' in out
     assert '"route":"GET /jobs/{job_id}"' in out

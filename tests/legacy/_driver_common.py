@@ -278,6 +278,23 @@ def _one_line(text: Any) -> str:
     return s if len(s) <= 300 else s[:297] + "..."
 
 
+def backend_status_and_defaults_steps(run: Runner, be: Callable[[], Any], nb: Any) -> None:
+    """The `status` and `defaults` steps, the same for every SDK's backend object."""
+
+    def s_status() -> str:
+        st = be().status()
+        check(st.operational is True, f"operational={st.operational} status_msg={st.status_msg}")
+        return f"operational={st.operational} status_msg={st.status_msg} pending_jobs={st.pending_jobs}"
+
+    run.step("backend_status", s_status, needs=nb)
+
+    def s_defaults() -> str:
+        d = be().defaults()
+        return f"defaults={'None' if d is None else type(d).__name__}"
+
+    run.step("backend_defaults", s_defaults, needs=nb)
+
+
 def counts_check(counts: dict[str, int], shots: int, nbits: int) -> str:
     """Sanity of a counts dict: totals to shots, keys are nbits-long bitstrings."""
     check(isinstance(counts, dict) and counts, f"empty counts: {counts!r}")

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _driver_common import Runner, Skip, base_parser, check, counts_check
+from _driver_common import Runner, Skip, backend_status_and_defaults_steps, base_parser, check, counts_check
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -149,18 +149,7 @@ def main() -> int:
 
     run.step("backend_properties", s_properties, needs=nb)
 
-    def s_status():
-        st = be().status()
-        check(st.operational is True, f"operational={st.operational} status_msg={st.status_msg}")
-        return f"operational={st.operational} status_msg={st.status_msg} pending_jobs={st.pending_jobs}"
-
-    run.step("backend_status", s_status, needs=nb)
-
-    def s_defaults():
-        d = be().defaults()
-        return f"defaults={'None' if d is None else type(d).__name__}"
-
-    run.step("backend_defaults", s_defaults, needs=nb)
+    backend_status_and_defaults_steps(run, be, nb)
 
     def s_target():
         t = be().target
