@@ -111,3 +111,16 @@ def test_example_config_loads_and_lists_every_setting() -> None:
     for field in Settings.model_fields:
         assert re.search(rf"^#?\s*\[?{field}\b", text, re.M), f"{field} missing from config.example.toml"
     tomllib.loads(text)
+
+
+def test_transport_setting_picks_the_upstream_client() -> None:
+    import httpx
+
+    from proxy.transport import AiohttpTransport, NativeTransport
+    from proxy.upstream import default_transport
+
+    assert isinstance(default_transport(load_settings(None)), NativeTransport)
+    assert isinstance(default_transport(load_settings(None, transport="aiohttp")), AiohttpTransport)
+    assert isinstance(default_transport(load_settings(None, transport="httpx")), httpx.AsyncHTTPTransport)
+    with pytest.raises(ConfigError, match="^QCP_TRANSPORT"):
+        load_settings(None, transport="curl")

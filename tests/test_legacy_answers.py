@@ -110,6 +110,13 @@ def test_unknown_instance_is_refused_not_defaulted(
     assert emulator.api_requests() == []
 
 
+def test_fanout_list_refuses_a_non_integer_limit(mc: httpx.Client, emulator: EmulatorHandle) -> None:
+    r = mc.get("/runtime/jobs", params={"limit": "lots"})
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["code"] == "invalid_query"
+    assert emulator.api_requests() == []
+
+
 # ------------------------------------------------------------------------------ answers the SDKs read
 
 
