@@ -122,5 +122,5 @@ def test_transport_setting_picks_the_upstream_client() -> None:
     assert isinstance(default_transport(load_settings(None)), NativeTransport)
     assert isinstance(default_transport(load_settings(None, transport="aiohttp")), AiohttpTransport)
     assert isinstance(default_transport(load_settings(None, transport="httpx")), httpx.AsyncHTTPTransport)
-    with pytest.raises(ConfigError, match="^QCP_TRANSPORT"):
+    with pytest.raises(ConfigError, match=r"^QCP_TRANSPORT"):
         load_settings(None, transport="curl")
