@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Iterable
 from functools import lru_cache
 from typing import Any
 
-from .errors import BadRequest
+from ..errors import BadRequest
 
 __all__ = [
     "CAPTURE",
@@ -427,7 +427,7 @@ def filter_bytes(
 @lru_cache(maxsize=64)
 def stream_drops(ops: tuple[Any, ...]) -> frozenset[str] | None:
     """The keys to drop if a route's body ops are all plain drops (streamable), else None."""
-    from .translate import DropKeys
+    from .rewrite import DropKeys
 
     names: set[str] = set()
     for op in ops:
