@@ -11,6 +11,9 @@
 9. record      access log, metrics, usage record                                logs.py, phaseout/
 
 Phase-out headers (Deprecation, Sunset, Link) are added to the answer's start, whoever sends it.
+
+Why one long module: the request path is meant to be read top to bottom in one file; each step
+is a function under ~60 lines.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ Both guarantee, like httpx's default transport as `proxy.upstream.client` config
 `httpx.Request` first (~25 µs of URL parsing and header normalization that the transport would
 redo anyway); `proxy.upstream.client` uses it on the hot path. httpx's `write` timeout is enforced by
 NativeTransport only (aiohttp has no equivalent).
+
+Why one long module: both transports honour the same httpx contract (listed above) and share
+its error mapping; `send_fast` is long because the hot path must not pay extra calls per request.
 """
 
 from __future__ import annotations
