@@ -729,15 +729,15 @@ def render(b: Bench, info: dict[str, str]) -> str:
     add("## Choice of the upstream transport")
     add("")
     add(
-        "httpx stays the client API (`proxy/upstream.py` builds no other kind of request or response); what moves "
+        "httpx stays the client API (`proxy/upstream/client.py` builds no other kind of request or response); what moves "
         "the bytes is an `httpx.AsyncBaseTransport`. Same proxy, same run, only `QCP_TRANSPORT` differs:"
     )
     add("")
     add("| transport | c=1 req/s | c=1 p50 ms | c=32 req/s | c=32 p99 ms | CPU per request (c=32) |")
     add("|---|---|---|---|---|---|")
     for label, name in (
-        (P, "`native` (default): asyncio + httptools, `proxy/transport.py`"),
-        (A, "`aiohttp`: aiohttp client, `proxy/transport.py`"),
+        (P, "`native` (default): asyncio + httptools, `proxy/upstream/transport.py`"),
+        (A, "`aiohttp`: aiohttp client, `proxy/upstream/transport.py`"),
         (H, "`httpx`: httpx's own pool (httpcore)"),
     ):
         x1, x32 = find(L, label, 1), find(L, label, 32)

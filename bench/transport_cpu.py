@@ -23,7 +23,7 @@ import aiohttp
 import httptools
 import httpx
 
-from proxy.transport import AiohttpTransport, NativeTransport
+from proxy.upstream.transport import AiohttpTransport, NativeTransport
 
 HEADERS = [
     ("ibm-api-version", "2026-04-15"),

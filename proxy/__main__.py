@@ -1,5 +1,5 @@
 """`python -m proxy` is the same as `qiskit-classic-proxy`."""
 
-from .cli import main
+from .commands.main import main
 
 raise SystemExit(main())

@@ -1,13 +1,14 @@
-"""The per-request context every stage reads; built once by app.py, passed forward only."""
+"""The per-request context every stage reads; built once by the pipeline, passed forward only."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .routes import Route
+if TYPE_CHECKING:
+    from .classic.routes import Route
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Call:
     status: int = 0
     action: str = "-"
     seen_ids: list[str] = field(default_factory=list)  # job/session ids an answer named (instance memory)
+    upstream_error: str | None = None  # how the new API failed (an error code, "http_5xx"), for metrics
 
     @property
     def is_legacy_sdk(self) -> bool:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from proxy.routes import ROUTES
+from proxy.classic.routes import ROUTES
 
 CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/abc:inst::"
 

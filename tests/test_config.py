@@ -116,8 +116,8 @@ def test_example_config_loads_and_lists_every_setting() -> None:
 def test_transport_setting_picks_the_upstream_client() -> None:
     import httpx
 
-    from proxy.transport import AiohttpTransport, NativeTransport
-    from proxy.upstream import default_transport
+    from proxy.upstream.client import default_transport
+    from proxy.upstream.transport import AiohttpTransport, NativeTransport
 
     assert isinstance(default_transport(load_settings(None)), NativeTransport)
     assert isinstance(default_transport(load_settings(None, transport="aiohttp")), AiohttpTransport)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from proxy.errors import IamError, IamKeyRejected
-from proxy.iam import TokenProvider
+from proxy.upstream.iam import TokenProvider
 
 KEY = "unit-test-api-key"
 
@@ -153,6 +153,6 @@ async def test_a_waiter_that_gives_up_does_not_cancel_the_fetch() -> None:
 
 
 def test_token_repr_hides_the_value() -> None:
-    from proxy.iam import Token
+    from proxy.upstream.iam import Token
 
     assert "secret" not in repr(Token("secret-bearer", 0, 100))

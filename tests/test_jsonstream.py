@@ -1,4 +1,4 @@
-"""proxy.jsonstream: the streaming top-level key filter agrees with json.loads + pop, chunk by chunk."""
+"""proxy.classic.bodystream: the streaming top-level key filter agrees with json.loads + pop, chunk by chunk."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxy.errors import BadRequest
-from proxy.jsonstream import (
+from proxy.classic.bodystream import (
     CAPTURE,
     KEY_MAX,
     OPAQUE,
@@ -21,7 +20,8 @@ from proxy.jsonstream import (
     filter_bytes,
     stream_drops,
 )
-from proxy.routes import JOB_SUBMIT, SESSION_CREATE
+from proxy.classic.routes import JOB_SUBMIT, SESSION_CREATE
+from proxy.errors import BadRequest
 
 DROP = ("hub", "group", "project", "private")
 

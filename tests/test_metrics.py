@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.call import Call
-from proxy.metrics import CallerLabels, Metrics, agent_label
-from proxy.routes import ROUTES
+from proxy.classic.routes import ROUTES
+from proxy.phaseout.metrics import CallerLabels, Metrics, agent_label
 from proxy.serving import free_port
 
 from .conftest import EmulatorHandle, Running

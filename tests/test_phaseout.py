@@ -21,9 +21,10 @@ import pytest
 from proxy.app import create_app
 from proxy.config import MIGRATION_GUIDE_URL, ConfigError, load_settings
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN
-from proxy.phaseout import CLASSIC_RETIRED, iso, parse_window, render_routes
+from proxy.phaseout.policy import CLASSIC_RETIRED, iso, parse_window
+from proxy.phaseout.report import render_routes
+from proxy.phaseout.usage import read_usage
 from proxy.serving import free_port
-from proxy.usage import read_usage
 
 from .conftest import EmulatorHandle, Running, proxy_settings, wait_until_ok
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from proxy.classic.routes import RouteTable
 from proxy.config import Settings
-from proxy.routes import RouteTable
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from proxy.transport import AiohttpTransport
+from proxy.upstream.transport import AiohttpTransport
 
 from .conftest import proxy_settings, start_emulator, start_proxy
 

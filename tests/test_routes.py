@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.classic.routes import ROUTES, Forward, Gone, RouteTable, normalize
 from proxy.errors import BadRequest, MethodNotAllowed, NotFound
-from proxy.routes import ROUTES, Forward, Gone, RouteTable, normalize
 
 GUIDE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "migration-guide.txt"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.classic.rewrite import parse_duration, parse_json_object, rewrite_body, rewrite_query
+from proxy.classic.routes import JOB_SUBMIT, PROVIDER, SESSION_CREATE
 from proxy.errors import BadRequest
-from proxy.routes import JOB_SUBMIT, PROVIDER, SESSION_CREATE
-from proxy.translate import parse_duration, parse_json_object, rewrite_body, rewrite_query
 
 
 def test_provider_is_dropped_and_the_rest_kept_in_order() -> None:

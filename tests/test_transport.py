@@ -1,4 +1,4 @@
-"""proxy.transport: both upstream transports keep httpx semantics, against real loopback servers."""
+"""proxy.upstream.transport: both upstream transports keep httpx semantics, against real loopback servers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from proxy.serving import BackgroundServer
-from proxy.transport import AiohttpTransport, NativeTransport, _map_error
+from proxy.upstream.transport import AiohttpTransport, NativeTransport, _map_error
 
 
 class Upstream:

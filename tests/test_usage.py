@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from proxy.app import create_app
+from proxy.classic.routes import ROUTES
 from proxy.config import MIGRATION_GUIDE_URL, load_settings
-from proxy.phaseout import build_report, format_report, parse_since
-from proxy.routes import ROUTES
-from proxy.usage import UsageError, UsageRecorder, UsageRow, read_usage
+from proxy.phaseout.report import build_report, format_report, parse_since
+from proxy.phaseout.usage import UsageError, UsageRecorder, UsageRow, read_usage
 
 from .conftest import EmulatorHandle, Running, proxy_settings
 

@@ -4,6 +4,9 @@ Each handler gets a `Ctx` that the pipeline in `app.py` has already authenticate
 Service-CRN, IBM-API-Version, no legacy leaks) and returns a `Reply`. Shapes follow
 `shared/spec/qiskit-runtime-openapi.json` and the live bodies quoted in `new-api.md`;
 version-gated shapes follow the IBM changelog (`new-api.md` §8).
+
+Why one long module: it is the emulated API's route table plus one handler per endpoint, read
+side by side with the spec; splitting by resource would scatter the shared validation helpers.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ it is the upstream in benchmarks (every layer costs), and `drop`/`truncate` faul
 server's own `send` callable, whose bound object (uvicorn's RequestResponseCycle, both the
 httptools and the h11 flavour) holds the connection's transport. Framework middleware would
 wrap `send` and hide it. `app.state.emulator` works as with Starlette.
+
+Why one long module: the pipeline, fake IAM and wire faults share the raw `send`; one file keeps
+that coupling in sight.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The server runs on its own thread and event loop while tests read and poke this 
 test thread, so every mutation and every compound read holds `Emulator.lock`. Nothing here
 awaits: handlers are short, synchronous and deterministic (job progress is driven by polls,
 never by wall-clock time).
+
+Why one long module: all mutations hold one lock; keeping them in one class keeps that rule
+visible and checkable.
 """
 
 from __future__ import annotations

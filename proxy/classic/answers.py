@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .call import Call, Reply
+from ..call import Call, Reply
 
 Fix = Callable[[Call, int, bytes], tuple[int, bytes]]
 

@@ -19,6 +19,9 @@ and long strings by a character-class scan, so the Python loop runs per structur
 per byte. `Spooler` feeds the filter from the ASGI body chunks and writes its output into a
 `SpooledTemporaryFile` (memory up to 1 MiB, then disk): memory stays bounded and the body can be
 replayed (the one retry after an upstream 401).
+
+Why one long module: `KeyFilter._run` is one state machine over bytes (a loop that must not pay
+a call per token), and the filter, spool and spooler are only used together.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections.abc import AsyncIterator, Iterable
 from functools import lru_cache
 from typing import Any
 
-from .errors import BadRequest
+from ..errors import BadRequest
 
 __all__ = [
     "CAPTURE",
@@ -427,7 +430,7 @@ def filter_bytes(
 @lru_cache(maxsize=64)
 def stream_drops(ops: tuple[Any, ...]) -> frozenset[str] | None:
     """The keys to drop if a route's body ops are all plain drops (streamable), else None."""
-    from .translate import DropKeys
+    from .rewrite import DropKeys
 
     names: set[str] = set()
     for op in ops:

@@ -4,28 +4,31 @@ Why not httpx's own pool: httpcore loses throughput as concurrency rises (encode
 anyio lock and a readability poll on every pool operation). Two replacements, both plugged in as
 `httpx.AsyncBaseTransport` so that every caller, timeout and exception stays httpx's:
 
-- `NativeTransport` (the default, see `proxy.upstream.default_transport`): HTTP/1.1 on asyncio
+- `NativeTransport` (the default, see `proxy.upstream.client.default_transport`): HTTP/1.1 on asyncio
   protocols, responses parsed by httptools (llhttp, the parser uvicorn already uses). It does per
   request only what a proxy needs, about a fifth of aiohttp's CPU per request on loopback.
 - `AiohttpTransport`: aiohttp's client underneath; the well-trodden alternative
   (`QCP_TRANSPORT=aiohttp`).
 
-Both guarantee, like httpx's default transport as `proxy.upstream` configures it:
+Both guarantee, like httpx's default transport as `proxy.upstream.client` configures it:
 - no cookie jar, no redirects, no proxies from the environment, no automatic decompression
   (bytes pass through as the upstream sent them), no retries;
 - request bodies may be bytes or async iterators (streamed, with the caller's Content-Length);
 - responses stream (`httpx.AsyncByteStream`) with flow control; closing one before its end closes
   the connection, so an abandoned download never stays open upstream nor returns a dirty
   connection to the pool;
-- errors become the httpx exceptions `proxy.upstream` maps to answers: connect failure ->
+- errors become the httpx exceptions `proxy.upstream.client` maps to answers: connect failure ->
   ConnectError, connect timeout -> ConnectTimeout, read timeout -> ReadTimeout, server
   disconnect / truncated or invalid answer -> RemoteProtocolError, other socket errors ->
   ReadError, no free connection within the pool timeout -> PoolTimeout.
 
 `send_fast(method, url, headers, body, timeouts)` is `handle_async_request` without building an
 `httpx.Request` first (~25 µs of URL parsing and header normalization that the transport would
-redo anyway); `proxy.upstream` uses it on the hot path. httpx's `write` timeout is enforced by
+redo anyway); `proxy.upstream.client` uses it on the hot path. httpx's `write` timeout is enforced by
 NativeTransport only (aiohttp has no equivalent).
+
+Why one long module: both transports honour the same httpx contract (listed above) and share
+its error mapping; `send_fast` is long because the hot path must not pay extra calls per request.
 """
 
 from __future__ import annotations
@@ -190,7 +193,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> httpx.Response:
         """`handle_async_request` without building an `httpx.Request` first.
 
-        `proxy.upstream` calls this on its hot path: an httpx.Request costs ~25 µs of URL parsing
+        `proxy.upstream.client` calls this on its hot path: an httpx.Request costs ~25 µs of URL parsing
         and header normalization per call, which aiohttp then does again anyway. `headers` go out
         as given (aiohttp adds Host, and Content-Length for bytes); `timeouts` is httpx's
         `Timeout.as_dict()`.

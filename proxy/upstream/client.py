@@ -1,6 +1,6 @@
 """Forwarding to the new API: one pooled httpx client, errors mapped to clear JSON answers.
 
-The transport is swappable (`transport=`): by default `proxy.transport.NativeTransport`
+The transport is swappable (`transport=`): by default `proxy.upstream.transport.NativeTransport`
 (asyncio + httptools), or an aiohttp-backed one, httpx's own pool, or `httpx.MockTransport` in
 unit tests (see `default_transport` and BENCHMARKS.md). Nothing is retried here: the only
 replay (after a 401) is decided by the caller, which knows the request never ran.
@@ -14,8 +14,8 @@ from typing import Literal
 
 import httpx
 
-from .config import Settings
-from .errors import OutcomeUnknown, Overloaded, UpstreamError, UpstreamTimeout
+from ..config import Settings
+from ..errors import OutcomeUnknown, Overloaded, UpstreamError, UpstreamTimeout
 
 #: RFC 9110 §7.6.1 connection-specific headers, plus ones we never pass either way.
 HOP_BY_HOP = frozenset(
@@ -137,7 +137,7 @@ class Upstream:
         url = self.base + path + ("?" + query.decode("latin-1") if query else "")
         ext = self._extensions[timeout]
         if body is not None and not isinstance(body, bytes) and hasattr(body, "stream"):
-            # A replayable spooled body (proxy.jsonstream.SpooledBody): a fresh stream per send.
+            # A replayable spooled body (proxy.classic.bodystream.SpooledBody): a fresh stream per send.
             headers = [*headers, ("content-length", str(body.size))]
             body = body.stream()
         try:

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 
 from cachetools import TTLCache
 
-from .call import Call, Reply
-from .config import Settings
-from .errors import BadRequest, Unauthorized
+from ..call import Call, Reply
+from ..config import Settings
+from ..errors import BadRequest, Unauthorized
 
 ACCESS_TOKEN_TTL = 14 * 24 * 3600  # what Classic answered in loginWithToken.ttl
 _PREFIX = "qcp1"

@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from .call import Call
+from ..call import Call
 
 #: Latency buckets for a proxy in front of a remote API: 1 ms (local answers) to 60 s (submits).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -27,7 +27,7 @@ MAX_CALLERS = 200
 OTHER = "other"
 UNMATCHED = "unmatched"
 
-#: call.sdk is "<name>-<version>" (app.py normalizes the name); the label keeps major.minor.
+#: call.sdk is "<name>-<version>" (classic/identity.py normalizes the name); the label keeps major.minor.
 _SDK_VERSION = re.compile(r"^(\d{1,3})(?:\.(\d{1,3}))?")
 
 #: HTTP tools recognized from the User-Agent, reported without their version.

@@ -13,12 +13,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import BadRequest, MethodNotAllowed, NotFound
-from .translate import (
+from ..errors import BadRequest, MethodNotAllowed, NotFound
+from .rewrite import (
+    PROVIDER,
     default,
     default_query,
     drop,
-    drop_query,
     duration,
     lower_bools,
     rename,
@@ -60,7 +60,7 @@ class Gone:
 
 @dataclass(frozen=True)
 class Local:
-    """Answered by the proxy; `handler` names a function in legacy_auth.py / answers.py."""
+    """Answered by the proxy; `handler` names a function in auth.py / answers.py."""
 
     handler: str
     replacement: str | None = None
@@ -217,9 +217,6 @@ ROUTES += [
     row("GET",    "/analytics/usage_grouped_by_date",    forward("/v1/analytics/usage_grouped_by_date")),
 ]
 # fmt: on
-
-# Every forward drops `provider`: the instance travels as Service-CRN instead.
-PROVIDER = drop_query("provider")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Query and body rewrites: small, declarative operations that route rows compose.
 
 Each op is a frozen value with `apply`; a row lists them and they run in order. The ops never
-see secrets: identity headers are built by upstream.py, not here.
+see secrets: identity headers are built by upstream/client.py, not here.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-from .errors import BadRequest
+from ..errors import BadRequest
+
+if TYPE_CHECKING:
+    from .routes import Route
 
 Query = list[tuple[str, str]]
 
@@ -206,3 +209,40 @@ def default_query(name: str, value: str) -> DefaultQuery:
 
 def lower_bools(*names: str) -> LowerBoolQuery:
     return LowerBoolQuery(names)
+
+
+# Every forward drops `provider`: the instance travels as Service-CRN instead.
+PROVIDER = drop_query("provider")
+
+# ------------------------------------------------------------------------------ the request step
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """What goes to the new API for one Classic request, before identity headers are added."""
+
+    method: str
+    path: str  # e.g. /v1/jobs/abc
+    query: bytes  # raw query string, without "?"
+    body: bytes | None  # the rewritten JSON body; None when the route takes none (or it is spooled)
+
+    @property
+    def label(self) -> str:
+        """"METHOD /v1/..." for the access log."""
+        return f"{self.method} {self.path}"
+
+
+def translate_request(
+    route: Route, params: dict[str, str], query: bytes, doc: dict[str, Any] | None
+) -> UpstreamRequest:
+    """The Classic request as the new API wants it: path, query and body rewrites of the row.
+
+    Pure: no I/O, no settings. `doc` is the parsed JSON body (None: no body to rewrite, e.g. a
+    large body already filtered while it streamed in).
+    """
+    action = route.action
+    ops_query: tuple[Any, ...] = getattr(action, "query", ())
+    if ops_query or b"provider" in query:
+        query = rewrite_query(query, (PROVIDER, *ops_query))
+    body = dumps(rewrite_body(doc, getattr(action, "body", None) or ())) if doc is not None else None
+    return UpstreamRequest(route.method, route.upstream_path(params), query, body)

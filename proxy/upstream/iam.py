@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from cachetools import TLRUCache
 
-from .errors import IamError, IamKeyRejected
+from ..errors import IamError, IamKeyRejected
 
 log = logging.getLogger("qiskit_classic_proxy.iam")
 

@@ -1,0 +1,61 @@
+"""ASGI plumbing the request path shares: read a body within limits, send a whole answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .call import Call, Reply
+from .errors import BadRequest, PayloadTooLarge, ProxyError
+
+if TYPE_CHECKING:
+    from .classic.bodystream import Spooler
+
+
+async def read_body(call: Call, receive: Callable, limit: int, spooler: Spooler | None = None) -> Any:
+    """The request body as bytes; with a `spooler`, a large one comes back as a SpooledBody."""
+    declared = call.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes (QCP_MAX_BODY_BYTES)")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise BadRequest("client disconnected while sending the body", code="client_disconnected")
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes (QCP_MAX_BODY_BYTES)")
+            if spooler is not None:
+                spooler.add(chunk)
+            else:
+                chunks.append(chunk)
+            if not msg.get("more_body"):
+                return spooler.finish() if spooler is not None else b"".join(chunks)
+    except BaseException:
+        if spooler is not None:
+            spooler.close()
+        raise
+
+
+async def send_reply(call: Call, reply: Reply, send: Callable) -> None:
+    hdrs = list(reply.headers)
+    if reply.content_type and reply.body:
+        hdrs.append((b"content-type", reply.content_type))
+    hdrs.append((b"content-length", str(len(reply.body)).encode()))
+    hdrs.append((b"x-request-id", call.request_id.encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def send_error(call: Call, err: ProxyError, send: Callable) -> None:
+    hdrs = [(k.encode(), v.encode()) for k, v in err.headers.items()]
+    await send_reply(call, Reply(err.status, err.render(call.request_id), hdrs), send)
+
+
+async def until_disconnect(receive: Callable) -> None:
+    """Returns when the caller has gone (or the response is complete): uvicorn says http.disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

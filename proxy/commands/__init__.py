@@ -1,0 +1,1 @@
+"""The command line (`qiskit-classic-proxy`): `main.py` parses, one module per command."""

@@ -1,0 +1,230 @@
+"""`explain METHOD PATH`: a dry run. The request goes through a real ProxyApp whose upstream and
+IAM are in-process fakes; what would have been sent is printed, nothing leaves the process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx
+
+from ..app import ProxyApp
+from ..call import Call
+from ..classic.routes import RouteTable, describe
+from ..config import Settings, load_settings
+from ..phaseout.policy import CODE_BROWNOUT, PhaseOut, move_to
+
+
+class _DryRun(PhaseOut):
+    """Phase-out as configured, but `record` keeps the call for the explanation instead of counting."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[Call] = []
+
+    def record(self, call: Call) -> None:
+        self.seen.append(call)
+
+
+PLACEHOLDER_KEY = "explain-placeholder-api-key"  # not a secret: nothing leaves the process
+PLACEHOLDER_CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/<account>:<instance>::"
+_SECRET_HEADERS = frozenset({"authorization", "x-access-token", "cookie", "proxy-authorization", "apikey"})
+
+
+def mask_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    out = []
+    for k, v in items:
+        name = k.lower()
+        if name in _SECRET_HEADERS:
+            scheme = v.split(" ", 1)[0] if " " in v else ""
+            v = f"{scheme} ***" if scheme else "***"
+        out.append((name, v))
+    return out
+
+
+def _decode_body(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+async def explain_request(
+    settings: Settings, method: str, target: str, data: bytes | None = None, headers: list[tuple[str, str]] = ()
+) -> dict[str, Any]:
+    """Run a legacy request through a real ProxyApp whose upstream and IAM are in-process fakes."""
+    notes: list[str] = []
+    update: dict[str, Any] = {"usage_db": "", "metrics": False, "access_log": False}
+    if settings.api_key is None or not settings.api_key.get_secret_value():
+        from pydantic import SecretStr
+
+        update["api_key"] = SecretStr(PLACEHOLDER_KEY)
+    if not settings.service_crn:
+        update["service_crn"] = PLACEHOLDER_CRN
+        notes.append("no QCP_SERVICE_CRN configured: the Service-CRN shown is a placeholder")
+    names = {k.lower() for k, _ in headers}
+    if settings.client_tokens and not names & {"authorization", "x-access-token"}:
+        update["client_tokens"] = []
+        notes.append("client tokens are configured but none was given (--header): not checked in this dry run")
+    s = settings.model_copy(update=update)
+
+    captured: list[httpx.Request] = []
+
+    class _Body(httpx.AsyncByteStream):  # a real stream: the proxy streams most answers back
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b"{}"
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        captured.append(request)
+        return httpx.Response(200, headers={"content-type": "application/json"}, stream=_Body())
+
+    def iam(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"access_token": "dry-run-iam-token", "expires_in": 3600})
+
+    table = RouteTable()
+    po = _DryRun(s, table, rng=lambda: 1.0, record=False)  # a share-based brownout is reported, not rolled
+    app = ProxyApp(
+        s, transport=httpx.MockTransport(upstream), iam_transport=httpx.MockTransport(iam), table=table, phaseout=po
+    )
+    seen = po.seen
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 49152))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://127.0.0.1:{s.port}") as client:
+            request = client.build_request(method.upper(), target, content=data, headers=headers)
+            for name in ("accept", "accept-encoding", "user-agent", "connection"):
+                if name not in names:  # httpx defaults: send only what the caller would
+                    del request.headers[name]
+            resp = await client.send(request)
+    finally:
+        await app.shutdown()
+    call = seen[0] if seen else None
+    route = call.route if call else None
+    plan = po.plans.get(route.key) if route else None
+    if plan is not None and plan.policy == "brownout" and plan.share and call and call.action != "brownout":
+        notes.append(f"brownout: {plan.share:.0%} of requests to this route are answered 410 {CODE_BROWNOUT}")
+    out: dict[str, Any] = {
+        "request": {
+            "method": method.upper(),
+            "target": target,
+            "headers": mask_headers(headers),
+            "body": _decode_body(data or b""),
+        },
+        "route": None,
+        "outcome": call.action if call else "error",
+        "upstream": None,
+        "answer": None,
+        "phaseout_headers": {k: resp.headers[k] for k in ("deprecation", "sunset", "link") if k in resp.headers},
+        "notes": notes,
+    }
+    if route is not None:
+        out["route"] = {
+            "key": route.key,
+            "section": route.section,
+            "action": route.action.kind,
+            "maps_to": describe(route),
+            "policy": plan.describe_policy() if plan else "translate",
+            "move_to": move_to(route),
+        }
+        if call is not None and call.instance:
+            out["route"]["instance"] = f"{call.instance} -> {call.crn}"
+    if captured:
+        req = captured[0]
+        out["upstream"] = {
+            "method": req.method,
+            "url": str(req.url),
+            "headers": mask_headers((k, v) for k, v in req.headers.items()),
+            "body": _decode_body(req.content),
+        }
+    else:
+        out["answer"] = {
+            "status": resp.status_code,
+            "headers": [(k, v) for k, v in resp.headers.items() if k in ("content-type", "allow", "retry-after")],
+            "body": _decode_body(resp.content),
+        }
+    return out
+
+
+def format_explanation(x: dict[str, Any]) -> str:
+    req = x["request"]
+    lines = [f"Classic request   {req['method']} {req['target']}"]
+    for k, v in req["headers"]:
+        lines.append(f"                  {k}: {v}")
+    if req["body"] is not None:
+        lines.append("                  body: " + json.dumps(req["body"]))
+    r = x["route"]
+    if r is None:
+        lines.append("Route             none: not a Classic endpoint the proxy knows")
+    else:
+        lines.append(f"Route             {r['key']}  [{r['section']}]  {r['action']}")
+        lines.append(f"                  {r['maps_to']}")
+        lines.append(f"Policy            {r['policy']}")
+        if "instance" in r:
+            lines.append(f"Instance          {r['instance']}")
+    up = x["upstream"]
+    if up is not None:
+        lines += ["", "Upstream request (dry run: not sent)", f"  {up['method']} {up['url']}"]
+        lines += [f"  {k}: {v}" for k, v in up["headers"]]
+        if up["body"] is not None:
+            lines.append("  body:")
+            lines += ["    " + ln for ln in json.dumps(up["body"], indent=2).splitlines()]
+    else:
+        a = x["answer"]
+        how = {"local": "answered by the proxy", "gone": "410: removed from the new API",
+               "disabled": "410: switched off by policy", "brownout": "410: brownout"}.get(x["outcome"], "refused")
+        lines += ["", f"Answer ({how}; nothing would be forwarded)", f"  HTTP {a['status']}"]
+        lines += [f"  {k}: {v}" for k, v in a["headers"]]
+        if a["body"] is not None:
+            lines += ["  " + ln for ln in json.dumps(a["body"], indent=2).splitlines()]
+    if x["phaseout_headers"]:
+        lines += ["", "Phase-out headers on the answer"]
+        lines += [f"  {k}: {v}" for k, v in x["phaseout_headers"].items()]
+    for n in x["notes"]:
+        lines.append(f"note: {n}")
+    return "\n".join(lines)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    overrides = {"upstream_url": args.upstream_url, "api_version": args.api_version}
+    settings = load_settings(args.config, **overrides)
+    headers: list[tuple[str, str]] = []
+    for h in args.header or []:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            print(f"qiskit-classic-proxy explain: --header {h!r}: expected 'Name: value'", file=sys.stderr)
+            return 2
+        headers.append((name.strip(), value.strip()))
+    data: bytes | None = None
+    if args.data is not None:
+        raw = args.data
+        if raw.startswith("@"):
+            with open(raw[1:], "rb") as f:
+                data = f.read()
+        else:
+            data = raw.encode()
+        try:
+            json.loads(data)
+        except ValueError:
+            print("qiskit-classic-proxy explain: --data is not valid JSON (sent as is)", file=sys.stderr)
+        if not any(k.lower() == "content-type" for k, _ in headers):
+            headers.append(("Content-Type", "application/json"))
+    path = args.path if args.path.startswith("/") else "/" + args.path
+    result = asyncio.run(explain_request(settings, args.method, path, data, headers))
+    print(json.dumps(result, indent=2) if args.format == "json" else format_explanation(result))
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("method", metavar="METHOD", help="GET, POST, ...")
+    p.add_argument("path", metavar="PATH", help="Classic path with query, e.g. '/runtime/jobs?provider=h/g/p'")
+    p.add_argument("--data", "-d", metavar="JSON", help="request body (JSON, or @FILE)")
+    p.add_argument("--header", "-H", action="append", metavar="K:V", help="request header (repeatable)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="(default: text)")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (env: QCP_CONFIG)")
+    p.add_argument("--upstream-url", help="new API base (QCP_UPSTREAM_URL)")
+    p.add_argument("--api-version", help="IBM-API-Version (QCP_API_VERSION)")

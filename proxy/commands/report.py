@@ -1,0 +1,41 @@
+"""`report`: the migration report from the usage record (see `phaseout/report.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import load_settings
+from ..phaseout.report import build_report, format_report, parse_since
+from ..phaseout.usage import UsageError, read_usage
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    path = args.db or settings.usage_db
+    if not path:
+        print("qiskit-classic-proxy report: no usage record: usage_db is \"\" (give --db PATH)", file=sys.stderr)
+        return 1
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"qiskit-classic-proxy report: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rows = read_usage(path)
+    except UsageError as exc:
+        print(f"qiskit-classic-proxy report: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(build_report(rows, settings, since=since, source=path), args.format))
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (env: QCP_CONFIG)")
+    p.add_argument("--db", metavar="PATH", help="usage record (default: usage_db setting, QCP_USAGE_DB)")
+    p.add_argument("--format", choices=["table", "json", "markdown"], default="table", help="(default: table)")
+    p.add_argument(
+        "--since", metavar="DATE",
+        help="routes without traffic since DATE (YYYY-MM-DD, ISO date-time, or an age like 30d) are ready "
+        "to switch off; callers last seen before DATE are left out",
+    )

@@ -1,0 +1,69 @@
+"""Which new-API instance (Service-CRN) a Classic call goes to, and what the proxy learnt about it.
+
+Classic named an instance as hub/group/project (`?provider=h/g/p`, or in the body); the new API
+wants a CRN. Follow-up calls (a job's results, a session's close) name no instance: the memory
+of which instance a job or session lives in sends them to the right one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cachetools import TTLCache
+
+from .call import Call
+from .classic.rewrite import query_values
+from .config import Settings
+from .errors import NotFound
+
+
+class InstanceMemory:
+    """The configured instances and the job/session id -> instance name memory (a week, 200k ids)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.default = settings.default_instance
+        self.crns: dict[str, str] = settings.instance_crns  # legacy name -> CRN
+        self.by_crn = {crn: name for name, crn in reversed(self.crns.items())}
+        self._of: TTLCache[str, str] = TTLCache(maxsize=200_000, ttl=7 * 24 * 3600)
+
+    @property
+    def several(self) -> bool:
+        """More than one instance: the memory and the multi-instance fallbacks matter."""
+        return len(self.crns) > 1
+
+    def get(self, ref: str) -> str | None:
+        return self._of.get(ref)
+
+    def put(self, ref: str, name: str) -> None:
+        self._of[ref] = name
+
+    def __len__(self) -> int:
+        return len(self.crns)
+
+    def select(self, call: Call, doc: dict[str, Any] | None) -> None:
+        """Legacy calls name their instance (provider=h/g/p, body hub/group/project, instance)."""
+        name: str | None = None
+        if b"provider" in call.query:
+            values = query_values(call.query, "provider")
+            name = values[0] if values else None
+        if doc is not None:
+            if all(isinstance(doc.get(k), str) for k in ("hub", "group", "project")):
+                name = f"{doc['hub']}/{doc['group']}/{doc['project']}"
+            elif isinstance(doc.get("instance"), str):
+                name = doc["instance"]
+        call.instance_explicit = bool(name)
+        if not name and len(self.crns) > 1:
+            ref = call.params.get("job_id") or call.params.get("session_id")
+            name = self._of.get(ref) if ref else None
+            call.instance_explicit = bool(name)
+        if not name:
+            name = self.default
+        crn = self.crns.get(name)
+        if crn is None and name in self.by_crn:
+            crn, name = name, self.by_crn[name]
+        if crn is None:
+            raise NotFound(
+                f"unknown instance {name!r}: configure it under [instances] (hub/group/project = CRN)",
+                code="unknown_instance",
+            )
+        call.instance, call.crn = name, crn

@@ -1,0 +1,1 @@
+"""Phase-out: request-time policy and headers, metrics, usage record, admin endpoints, migration report."""

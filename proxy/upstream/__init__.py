@@ -1,0 +1,1 @@
+"""The new API side: IAM bearer tokens, the HTTP client and its transports."""
