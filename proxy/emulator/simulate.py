@@ -1,0 +1,263 @@
+"""Answer SamplerV2 / EstimatorV2 jobs from the pubs that were submitted.
+
+Why: a canned result hides every translation bug (a wrong parameter binding, a flipped bit, a lost
+register). With qiskit importable (the `test` / `emulator` extras) the circuits are really
+simulated with qiskit's reference primitives (`StatevectorSampler` / `StatevectorEstimator`,
+seeded); the answer is written in the new API's result encoding (RuntimeEncoder JSON, as in
+`data/sampler_v2_result.json`). Without qiskit, `simulate` returns None and the caller serves the
+packaged fixture.
+
+Inputs are decoded the way qiskit-ibm-runtime's RuntimeDecoder does (`QuantumCircuit` = base64 of
+zlib'd QPY, `ndarray` = base64 of zlib'd `np.save`, `settings` objects of qiskit.quantum_info,
+`ObservablesArray`, `BindingsArray`, `complex`). QPY from qiskit 0.46 clients carries
+symengine-serialized parameter expressions: loading it needs the same symengine (pinned in the
+extras).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import zlib
+from typing import Any
+
+try:  # optional: the `emulator` / `test` extras
+    import numpy as np
+    from qiskit import qpy
+    from qiskit.circuit import QuantumCircuit
+    from qiskit.primitives import StatevectorEstimator, StatevectorSampler
+
+    HAVE_QISKIT = True
+except ImportError:  # pragma: no cover - exercised only without the extra
+    HAVE_QISKIT = False
+
+#: The service's default when neither the pub nor `options.default_shots` says (IBM docs).
+DEFAULT_SHOTS = 4096
+#: EstimatorV2's default precision (1/sqrt(4096)).
+DEFAULT_PRECISION = 0.015625
+#: quantum_info classes a `settings` object may name (never import what a body names).
+SETTINGS_CLASSES = frozenset({"SparsePauliOp", "Pauli", "PauliList", "SparseObservable"})
+
+
+class SimulationError(ValueError):
+    """The pubs cannot be run; the job ends Failed with this text as its reason."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.standard_b64encode(data).decode("ascii")
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise SimulationError(f"{what}: expected a base64 string")
+    try:
+        raw = base64.standard_b64decode(value)
+    except ValueError as exc:
+        raise SimulationError(f"{what}: not base64 ({exc})") from exc
+    try:
+        return zlib.decompress(raw)
+    except zlib.error:
+        return raw  # RuntimeEncoder compresses, but an uncompressed payload is readable too
+
+
+def decode(obj: Any) -> Any:
+    """RuntimeDecoder for the types a primitive's params carry; anything else stays JSON."""
+    if isinstance(obj, list):
+        return [decode(x) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    kind = obj.get("__type__")
+    value = obj.get("__value__")
+    if kind is None or "__value__" not in obj:
+        return {k: decode(v) for k, v in obj.items()}
+    if kind == "QuantumCircuit":
+        try:
+            circuits = qpy.load(io.BytesIO(_unb64(value, "QuantumCircuit")))
+        except Exception as exc:  # QPY raises many types for bad input
+            raise SimulationError(f"cannot load the QPY circuit: {exc}") from exc
+        return circuits[0]
+    if kind == "ndarray":
+        if isinstance(value, list):
+            return np.array(value)
+        try:
+            return np.load(io.BytesIO(_unb64(value, "ndarray")), allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise SimulationError(f"cannot load an ndarray: {exc}") from exc
+    if kind == "complex" and isinstance(value, list) and len(value) == 2:
+        return complex(value[0], value[1])
+    if kind == "set":
+        return set(decode(value))
+    if kind == "settings":
+        name = obj.get("__class__")
+        if name not in SETTINGS_CLASSES:
+            raise SimulationError(f"unsupported settings object {name!r}")
+        import qiskit.quantum_info as qi
+
+        settings = decode(value)
+        settings.pop("__int_keys__", None)
+        return getattr(qi, name)(**settings)
+    if kind == "ObservablesArray":
+        return decode(value)
+    if kind == "BindingsArray" and isinstance(value, dict):
+        return {"__bindings__": True, "data": {k: decode(v) for k, v in (value.get("data") or {}).items()}}
+    return decode(value)
+
+
+def _bindings(circuit: QuantumCircuit, values: Any) -> Any:
+    """Parameter values as qiskit's BindingsArray accepts them, in circuit.parameters order."""
+    params = list(circuit.parameters)
+    if values is None or (isinstance(values, dict) and not values):
+        if params:
+            raise SimulationError(f"the circuit has {len(params)} parameters but no values were sent")
+        return None
+    if isinstance(values, dict):
+        data = values["data"] if values.get("__bindings__") else values
+        by_name = {p.name: p for p in params}
+        out: dict[Any, Any] = {}
+        for key, val in data.items():
+            names = json.loads(key) if isinstance(key, str) and key.startswith("[") else key
+            names = [names] if isinstance(names, str) else list(names)
+            try:
+                out[tuple(by_name[n] for n in names)] = np.asarray(val, dtype=float)
+            except KeyError as exc:
+                raise SimulationError(f"unknown parameter {exc.args[0]!r}") from exc
+        return out
+    arr = np.asarray(values, dtype=float)
+    if not params:
+        if arr.size:
+            raise SimulationError("parameter values were sent for a circuit without parameters")
+        return None
+    if arr.ndim == 0 or arr.shape[-1] != len(params):
+        raise SimulationError(f"parameter values of shape {arr.shape} do not fit {len(params)} parameters")
+    return {tuple(params): arr}
+
+
+def _seed(pubs: Any, options: dict[str, Any]) -> int:
+    """options.simulator.seed_simulator, else a hash of the pubs: the same submission, the same counts."""
+    sim = options.get("simulator") if isinstance(options.get("simulator"), dict) else {}
+    seed = sim.get("seed_simulator") if sim else None
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    digest = hashlib.sha256(json.dumps(pubs, sort_keys=True, separators=(",", ":")).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _nd(arr: Any) -> dict[str, Any]:
+    """RuntimeEncoder's ndarray: base64(zlib(np.save(arr)))."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr), allow_pickle=False)
+    return {"__type__": "ndarray", "__value__": _b64(zlib.compress(buf.getvalue()))}
+
+
+def _databin(fields: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
+    return {"__type__": "DataBin", "__value__": {"field_names": list(fields), "shape": list(shape), "fields": fields}}
+
+
+def _primitive_result(pub_results: list[dict[str, Any]]) -> bytes:
+    doc = {
+        "__type__": "PrimitiveResult",
+        "__value__": {"pub_results": pub_results, "metadata": {"execution": {"execution_spans": []}, "version": 2}},
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _pub_list(params: dict[str, Any]) -> list[list[Any]]:
+    pubs = decode(params.get("pubs"))
+    if not isinstance(pubs, list):
+        raise SimulationError("'pubs' must be a list")
+    out = []
+    for i, pub in enumerate(pubs):
+        if isinstance(pub, QuantumCircuit):
+            pub = [pub]
+        if not isinstance(pub, list) or not pub or not isinstance(pub[0], QuantumCircuit):
+            raise SimulationError(f"pub {i}: expected [circuit, ...]")
+        out.append(pub)
+    return out
+
+
+def _sample(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> bytes:
+    default = options.get("default_shots")
+    default_shots = default if isinstance(default, int) and default > 0 else DEFAULT_SHOTS
+    coerced = []
+    for i, pub in enumerate(pubs):
+        circuit = pub[0]
+        values = pub[1] if len(pub) > 1 else None
+        shots = pub[2] if len(pub) > 2 and pub[2] is not None else default_shots
+        if not isinstance(shots, int) or isinstance(shots, bool) or shots < 1:
+            raise SimulationError(f"pub {i}: shots must be a positive integer")
+        if not circuit.cregs:
+            raise SimulationError(f"pub {i}: the circuit has no classical registers (nothing is measured)")
+        coerced.append((circuit, _bindings(circuit, values), shots))
+    try:
+        result = StatevectorSampler(seed=seed).run(coerced).result()
+    except Exception as exc:  # qiskit validation errors have many types
+        raise SimulationError(f"sampler: {exc}") from exc
+    out = []
+    for pub_result, circuit in zip(result, (p[0] for p in coerced), strict=True):
+        data = pub_result.data
+        fields = {
+            creg.name: {
+                "__type__": "BitArray",
+                "__value__": {"array": _nd(data[creg.name].array), "num_bits": data[creg.name].num_bits},
+            }
+            for creg in circuit.cregs
+        }
+        value = {"data": _databin(fields, tuple(data.shape)), "metadata": {"circuit_metadata": circuit.metadata or {}}}
+        out.append({"__type__": "SamplerPubResult", "__value__": value})
+    return _primitive_result(out)
+
+
+def _estimate(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> bytes:
+    default = options.get("default_precision")
+    if isinstance(default, (int, float)) and default > 0:
+        default_precision = float(default)
+    elif isinstance(options.get("default_shots"), int) and options["default_shots"] > 0:
+        default_precision = 1 / math.sqrt(options["default_shots"])
+    else:
+        default_precision = DEFAULT_PRECISION
+    coerced = []
+    for i, pub in enumerate(pubs):
+        if len(pub) < 2:
+            raise SimulationError(f"pub {i}: expected [circuit, observables, ...]")
+        circuit, observables = pub[0], pub[1]
+        values = pub[2] if len(pub) > 2 else None
+        precision = pub[3] if len(pub) > 3 and pub[3] is not None else default_precision
+        if circuit.cregs and any(inst.operation.name == "measure" for inst in circuit.data):
+            circuit = circuit.remove_final_measurements(inplace=False)
+        coerced.append((circuit, observables, _bindings(circuit, values), float(precision)))
+    try:
+        result = StatevectorEstimator(seed=seed).run(coerced).result()
+    except Exception as exc:  # qiskit validation errors have many types
+        raise SimulationError(f"estimator: {exc}") from exc
+    out = []
+    for pub_result, pub in zip(result, coerced, strict=True):
+        data = pub_result.data
+        evs = np.asarray(data.evs, dtype=float)
+        stds = np.asarray(data.stds, dtype=float)
+        fields = {"evs": _nd(evs), "stds": _nd(stds), "ensemble_standard_error": _nd(stds)}
+        precision = pub[3]
+        meta = {
+            "target_precision": precision,
+            "shots": math.ceil(1 / precision**2) if precision > 0 else DEFAULT_SHOTS,
+            "circuit_metadata": pub[0].metadata or {},
+        }
+        out.append({"__type__": "PubResult", "__value__": {"data": _databin(fields, evs.shape), "metadata": meta}})
+    return _primitive_result(out)
+
+
+def simulate(program_id: str, params: Any) -> bytes | None:
+    """The result body for a V2 sampler/estimator job, or None (no qiskit, no pubs, other program).
+
+    Raises SimulationError when the pubs cannot run (the job then fails, as on the real service).
+    """
+    if not HAVE_QISKIT or program_id not in ("sampler", "estimator"):
+        return None
+    if not isinstance(params, dict) or not params.get("pubs"):
+        return None
+    options = params.get("options") if isinstance(params.get("options"), dict) else {}
+    seed = _seed(params["pubs"], options)
+    pubs = _pub_list(params)
+    return _sample(pubs, options, seed) if program_id == "sampler" else _estimate(pubs, options, seed)
