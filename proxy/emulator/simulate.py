@@ -236,9 +236,10 @@ def _estimate(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> byte
     for pub_result, pub in zip(result, coerced, strict=True):
         data = pub_result.data
         evs = np.asarray(data.evs, dtype=float)
-        stds = np.asarray(data.stds, dtype=float)
-        fields = {"evs": _nd(evs), "stds": _nd(stds), "ensemble_standard_error": _nd(stds)}
         precision = pub[3]
+        # The reference estimator reports stds of 0; a device's are the precision its shots reach.
+        stds = np.full(evs.shape, precision, dtype=float)
+        fields = {"evs": _nd(evs), "stds": _nd(stds), "ensemble_standard_error": _nd(stds)}
         meta = {
             "target_precision": precision,
             "shots": math.ceil(1 / precision**2) if precision > 0 else DEFAULT_SHOTS,

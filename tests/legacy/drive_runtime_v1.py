@@ -16,7 +16,6 @@ nothing from the proxy package.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import warnings
@@ -128,7 +127,7 @@ def main() -> int:
             check(len(res.quasi_dists) == 2, f"{len(res.quasi_dists)} quasi distributions, expected 2")
             return " | ".join(
                 compare_quasi(dict(q), exact_probs(qc, v), f"param set {v}")
-                for q, v in zip(res.quasi_dists, PARAM_SETS)
+                for q, v in zip(res.quasi_dists, PARAM_SETS, strict=True)
             )
 
         run.step(f"sampler_v1_parametrized_{label}", s_param, needs=ns)
@@ -143,13 +142,13 @@ def main() -> int:
             values = [float(v) for v in res.values]
             want = [exact_ev(qc_bell, obs), *(exact_ev(qc, obs, v) for v in PARAM_SETS)]
             check(len(values) == 3, f"{len(values)} values, expected 3")
-            for got, exp, what in zip(values, want, ["bell", *map(str, PARAM_SETS)]):
+            for got, exp, what in zip(values, want, ["bell", *map(str, PARAM_SETS)], strict=True):
                 check(abs(got - exp) <= EV_TOL, f"<ZZ+XX> of {what} = {got:.3f}, statevector says {exp:.3f}")
             check(len(res.metadata) == 3, f"metadata {res.metadata!r}")
             for meta in res.metadata:
                 check("variance" in meta and "shots" in meta, f"metadata without variance/shots: {meta!r}")
                 check(meta["variance"] >= 0 and meta["shots"] > 0, f"metadata {meta!r}")
-            return " ".join(f"{g:.3f}~{e:.3f}" for g, e in zip(values, want)) + f" meta={res.metadata[0]}"
+            return " ".join(f"{g:.3f}~{e:.3f}" for g, e in zip(values, want, strict=True)) + f" meta={res.metadata[0]}"
 
         run.step(f"estimator_v1_{label}", s_est, needs=ns)
 
