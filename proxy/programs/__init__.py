@@ -1,0 +1,228 @@
+"""Old programs on the new platform: V1 Sampler/Estimator and backend.run (circuit-runner,
+qasm3-runner) submissions become SamplerV2/EstimatorV2 jobs, and their answers are rebuilt in
+the old shape. `translate.py` and `rebuild.py` are pure; `Programs` (here) is what the pipeline
+calls by name: `submission`, `answer`, `lookup`, `job_type`.
+
+What a translated job needs for its answer is kept per job id in a bounded memory and is also
+recoverable from the job itself (a `qcp-v1:<kind>` tag, plus the pubs in its params), so a
+restarted proxy still answers in the old shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cachetools import LRUCache
+
+from ..call import Call, Reply
+from ..classic.answers import Answer
+from ..errors import Gone, RetiredProgram, UpstreamError
+from .encoding import peek_circuit
+from .rebuild import RebuildError, rebuild
+from .translate import (
+    MARKER,
+    RUNNERS,
+    V1_PRIMITIVES,
+    Experiment,
+    Translation,
+    is_translatable,
+    parse_marker,
+    translate_submission,
+)
+
+__all__ = [
+    "ACTION", "MARKER", "RUNNERS", "V1_PRIMITIVES", "Programs", "Translation", "from_job", "is_translatable",
+    "may_be_v1", "restore_job", "translate_submission",
+]  # fmt: skip
+
+log = logging.getLogger("qiskit_classic_proxy.programs")
+
+#: `call.action` (metrics, usage record) of a request the translation served.
+ACTION = "translate_program"
+#: Translated jobs remembered in memory (the rest are found again from their tag).
+REMEMBER = 20_000
+#: qiskit-ibm-runtime releases with V1 primitives; newer ones (and their large bodies) are never V1.
+V1_RUNTIME_BELOW = (0, 28)
+#: What qiskit-ibm-provider's `job_type()` must read to fetch results from the runtime API.
+RUNTIME_JOB_TYPE = "RUNTIME"
+
+#: (status, job document or None) of `GET /v1/jobs/{id}`; `params` says whether to include them.
+FetchJob = Callable[[Call, str, bool], Awaitable[tuple[int, dict[str, Any] | None]]]
+
+
+def may_be_v1(call: Call) -> bool:
+    """Could this caller send V1 primitive bodies? (Decides whether a large body is parsed.)"""
+    if call.sdk.startswith("qiskit_ibm_runtime") and call.sdk_version:
+        return call.sdk_version < V1_RUNTIME_BELOW
+    return True
+
+
+def restore_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A job object as the caller submitted it: its program id back, the proxy's tag hidden."""
+    mark = parse_marker(job.get("tags"))
+    if mark is None:
+        return job
+    job["tags"] = [t for t in job["tags"] if not (isinstance(t, str) and t.startswith(MARKER))]
+    program = job.get("program")
+    if isinstance(program, dict):
+        program["id"] = mark[0]
+    elif "program" in job or "program_id" not in job:
+        job["program"] = {"id": mark[0]}
+    if "program_id" in job:
+        job["program_id"] = mark[0]
+    return job
+
+
+def from_job(job: dict[str, Any]) -> Translation | None:
+    """The record of a translated job, rebuilt from the job object (its tag and its pubs)."""
+    mark = parse_marker(job.get("tags"))
+    if mark is None:
+        return None
+    kind, memory = mark
+    tr = Translation(kind, "estimator" if kind == "estimator" else "sampler", memory=memory,
+                     backend=str(job.get("backend") or ""))  # fmt: skip
+    params = job.get("params")
+    pubs = params.get("pubs") if isinstance(params, dict) else None
+    if isinstance(pubs, list):
+        for pub in pubs:
+            circuit = pub[0] if isinstance(pub, list) and pub else None
+            shots = pub[2] if kind != "estimator" and isinstance(pub, list) and len(pub) > 2 else None
+            tr.experiments.append(Experiment(peek_circuit(circuit), shots if isinstance(shots, int) else None))
+        options = params.get("options") if isinstance(params, dict) else None
+        if isinstance(options, dict) and isinstance(options.get("default_shots"), int):
+            tr.shots = options["default_shots"]
+    return tr
+
+
+def _load(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+class Programs:
+    """The translation as the pipeline uses it; `memory` maps job id -> Translation."""
+
+    def __init__(self, remember: int = REMEMBER) -> None:
+        self.memory: LRUCache[str, Translation] = LRUCache(maxsize=remember)
+
+    # -- submit --------------------------------------------------------------------------------
+    def submission(self, call: Call, doc: dict[str, Any], enabled: bool = True) -> dict[str, Any]:
+        """The body to send for a job submission: the V2 body when it is a V1 one, else `doc`."""
+        if not is_translatable(doc):
+            return doc
+        program = doc.get("program_id")
+        if not enabled:
+            if program in RUNNERS:
+                raise RetiredProgram(
+                    f"program '{program}' is retired on the new IBM Quantum Platform (backend.run and "
+                    "circuit-runner/qasm3-runner are gone) and the proxy's translation is switched off "
+                    "for this route; submit with SamplerV2 instead",
+                    code="program_retired",
+                )
+            raise RetiredProgram(
+                f"the V1 primitive '{program}' is no longer supported by IBM (error code 1513) and the "
+                "proxy's translation is switched off for this route; use SamplerV2/EstimatorV2",
+                code="v1_primitive_retired",
+            )
+        body, tr = translate_submission(doc)
+        call.program = tr
+        call.action = ACTION
+        return body
+
+    # -- answers -------------------------------------------------------------------------------
+    def answer(self, call: Call, name: str | None, base: Answer | None) -> Answer | None:
+        """The row's fix-up, wrapped where translated jobs need more (ids, program ids, results)."""
+        if name == "job_created" and call.program is not None:
+            return Answer(self._created(base))
+        if name in ("job", "job_list", "job_created"):
+            return Answer(self._restored(base), base.when if base else _ok)
+        if name == "results" and call.program is not None:
+            return Answer(self._results)
+        return base
+
+    def _created(self, base: Answer | None) -> Callable[[Call, int, bytes], tuple[int, bytes]]:
+        def fix(call: Call, status: int, data: bytes) -> tuple[int, bytes]:
+            if base is not None:
+                status, data = base.fix(call, status, data)
+            doc = _load(data)
+            if 200 <= status < 300 and isinstance(doc, dict) and isinstance(doc.get("id"), str):
+                self.memory[doc["id"]] = call.program
+            return status, data
+
+        return fix
+
+    @staticmethod
+    def _restored(base: Answer | None) -> Callable[[Call, int, bytes], tuple[int, bytes]]:
+        def fix(call: Call, status: int, data: bytes) -> tuple[int, bytes]:
+            if base is not None:
+                status, data = base.fix(call, status, data)
+            if MARKER.encode() not in data:
+                return status, data
+            doc = _load(data)
+            if isinstance(doc, dict) and isinstance(doc.get("jobs"), list):
+                doc["jobs"] = [restore_job(j) if isinstance(j, dict) else j for j in doc["jobs"]]
+            elif isinstance(doc, dict):
+                restore_job(doc)
+            return status, json.dumps(doc, separators=(",", ":")).encode()
+
+        return fix
+
+    @staticmethod
+    def _results(call: Call, status: int, data: bytes) -> tuple[int, bytes]:
+        tr = call.program
+        assert isinstance(tr, Translation)
+        call.action = ACTION
+        try:
+            return status, rebuild(tr, data, call.params.get("job_id", ""))
+        except RebuildError as err:
+            log.warning("could not rebuild the %s answer of job %s: %s", tr.kind, call.params.get("job_id"), err)
+            doc = {"errors": [{"code": err.code, "message": f"{err.message} (a {tr.kind} job translated by the "
+                               "proxy to a V2 primitive job)"}]}  # fmt: skip
+            return 502, json.dumps(doc).encode()
+
+    # -- which jobs were translated -----------------------------------------------------------------
+    async def lookup(self, call: Call, job_id: str, fetch: FetchJob) -> Translation | None:
+        """The job's record: from memory, else (for clients that may have submitted V1 jobs) from
+        the job itself, one `GET /v1/jobs/{id}` with its params."""
+        tr = self.memory.get(job_id)
+        if tr is not None or not call.is_legacy_sdk or not may_be_v1(call):
+            return tr
+        status, job = await fetch(call, job_id, True)
+        if status == 200 and isinstance(job, dict):
+            tr = from_job(job)
+            if tr is not None:
+                self.memory[job_id] = tr
+        return tr
+
+    async def job_type(self, call: Call, fetch: FetchJob) -> Reply:
+        """`GET /facade/v1/jobs/{id}/type` (qiskit-ibm-provider 0.11, before results and retrieve_job):
+        RUNTIME for jobs the proxy translated; 404 (3250) for unknown jobs; 410 for the others."""
+        job_id = call.params.get("job_id", "")
+        if job_id in self.memory:
+            call.action = ACTION
+            return Reply.json({"type": RUNTIME_JOB_TYPE})
+        status, job = await fetch(call, job_id, False)
+        if status == 200 and isinstance(job, dict) and parse_marker(job.get("tags")) is not None:
+            call.action = ACTION
+            return Reply.json({"type": RUNTIME_JOB_TYPE})
+        if status == 404:
+            return Reply.json({"errors": [{"code": 3250, "message": f"Job not found: {job_id}"}],
+                               "error": {"code": 3250, "status": 404,
+                                         "message": f"Job not found: {job_id}. Error code: 3250."}}, 404)  # fmt: skip
+        if status != 200:
+            raise UpstreamError(f"the new API answered {status} for job {job_id}", code="upstream_refused")
+        raise Gone(
+            "GET /facade/v1/jobs/{job_id}/type was removed from the Qiskit Runtime API; the proxy answers "
+            "it only for jobs it translated from circuit-runner/qasm3-runner or the V1 primitives",
+            code="endpoint_removed", extra={"replacement": "none"},
+        )  # fmt: skip
+
+
+def _ok(call: Call, status: int) -> bool:
+    return 200 <= status < 300
+
