@@ -212,10 +212,12 @@ def _sample(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> bytes:
 
 def _estimate(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> bytes:
     default = options.get("default_precision")
+    shots_option = options.get("default_shots")
+    default_shots = shots_option if isinstance(shots_option, int) and shots_option > 0 else None
     if isinstance(default, (int, float)) and default > 0:
         default_precision = float(default)
-    elif isinstance(options.get("default_shots"), int) and options["default_shots"] > 0:
-        default_precision = 1 / math.sqrt(options["default_shots"])
+    elif default_shots:
+        default_precision = 1 / math.sqrt(default_shots)
     else:
         default_precision = DEFAULT_PRECISION
     coerced = []
@@ -240,9 +242,13 @@ def _estimate(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> byte
         # The reference estimator reports stds of 0; a device's are the precision its shots reach.
         stds = np.full(evs.shape, precision, dtype=float)
         fields = {"evs": _nd(evs), "stds": _nd(stds), "ensemble_standard_error": _nd(stds)}
+        if default_shots and precision == default_precision:
+            shots = default_shots  # what the caller asked for, not 1/precision^2 rounded up
+        else:
+            shots = round(1 / precision**2) if precision > 0 else DEFAULT_SHOTS
         meta = {
             "target_precision": precision,
-            "shots": math.ceil(1 / precision**2) if precision > 0 else DEFAULT_SHOTS,
+            "shots": shots,
             "circuit_metadata": pub[0].metadata or {},
         }
         out.append({"__type__": "PubResult", "__value__": {"data": _databin(fields, evs.shape), "metadata": meta}})
