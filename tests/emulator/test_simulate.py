@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from qiskit import QuantumCircuit, QuantumRegister, ClassicalRegister, qpy
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, qpy
 from qiskit.circuit import Parameter
 from qiskit.primitives import BitArray
-from qiskit.quantum_info import SparsePauliOp, Statevector
+from qiskit.quantum_info import Statevector
 
 from proxy.emulator import simulate
 from proxy.emulator.simulate import SimulationError
