@@ -228,13 +228,24 @@ class Pipeline:
 
     async def _fetch_job(self, call: Call, job_id: str, params: bool) -> tuple[int, dict[str, Any] | None]:
         """`GET /v1/jobs/{id}` for the translation's bookkeeping (programs.lookup / job_type)."""
-        headers = [*self._upstream_headers(call, buffered=True, has_body=False), ("service-crn", call.crn)]
+        headers = self._upstream_headers(call, buffered=True, has_body=False)
         query = b"" if params else b"exclude_params=true"
-        resp = await self._open_once(call, "GET", f"/v1/jobs/{job_id}", query, headers, None)
-        try:
-            data = await resp.aread()
-        finally:
-            await resp.aclose()
+        mem = self.instances
+        crns = [call.crn]
+        if not call.instance_explicit and mem.several:  # as in _open: an unknown job may be elsewhere
+            crns += [c for c in mem.crns.values() if c != call.crn]
+        for crn in crns:
+            hdrs = [*headers, ("service-crn", crn)]
+            resp = await self._open_once(call, "GET", f"/v1/jobs/{job_id}", query, hdrs, None)
+            try:
+                data = await resp.aread()
+            finally:
+                await resp.aclose()
+            if resp.status_code != 404:
+                break
+        if resp.status_code == 200 and crn != call.crn:
+            call.crn, call.instance = crn, mem.by_crn[crn]
+            mem.put(job_id, call.instance)
         doc = json.loads(data) if resp.status_code == 200 and data else None
         return resp.status_code, doc if isinstance(doc, dict) else None
 

@@ -297,6 +297,8 @@ class PhaseOut:
                 named = call.authenticated and call.caller != "anonymous"
                 who = self.labels.bound(call.caller) if named else "anonymous"
                 self.usage.record(who, client, label, call.status == 410, self.clock())
+                if call.action == "translate_program":  # a V1 program run as V2 (proxy/programs/)
+                    self.usage.record(who, client, f"{label} [translate_program]", False, self.clock())
         except Exception:  # pragma: no cover - telemetry must never break a request
             if not self._hook_failed:
                 log.exception("phase-out telemetry hook failed (reported once)")
