@@ -6,7 +6,9 @@ simulated with qiskit's reference primitives (`StatevectorSampler` / `Statevecto
 seeded); the answer is written in the new API's result encoding (RuntimeEncoder JSON, as in
 `data/sampler_v2_result.json`). Without qiskit, `simulate` returns None and the caller serves the
 packaged fixture... unless the pubs' QPY headers can be read: then `canned` answers with the
-right registers, bit widths, shots and shapes (every bit 0, every expectation value 0).
+right registers, bit widths, shots and shapes (every bit 0, every expectation value 0). The same
+canned answer is given to submissions too large to simulate here (more than MAX_SIMULATED_PUBS
+pubs, or more than MAX_SIMULATED_QUBITS qubits in use).
 
 Inputs are decoded the way qiskit-ibm-runtime's RuntimeDecoder does (`QuantumCircuit` = base64 of
 zlib'd QPY, `ndarray` = base64 of zlib'd `np.save`, `settings` objects of qiskit.quantum_info,
@@ -41,12 +43,37 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 DEFAULT_SHOTS = 4096
 #: EstimatorV2's default precision (1/sqrt(4096)).
 DEFAULT_PRECISION = 0.015625
+#: Larger submissions get `canned` answers: a statevector simulation runs inside the emulator's
+#: event loop (about 20 ms a pub), and benchmarks send hundreds of circuits.
+MAX_SIMULATED_PUBS = 32
+#: Statevector width limit, after idle qubits are dropped (an ISA circuit for a 127-qubit device
+#: touches only a few of them).
+MAX_SIMULATED_QUBITS = 20
 #: quantum_info classes a `settings` object may name (never import what a body names).
 SETTINGS_CLASSES = frozenset({"SparsePauliOp", "Pauli", "PauliList", "SparseObservable"})
 
 
 class SimulationError(ValueError):
     """The pubs cannot be run; the job ends Failed with this text as its reason."""
+
+
+class TooBig(Exception):
+    """More than the emulator simulates: the answer is `canned` instead."""
+
+
+def _without_idle_qubits(circuit: QuantumCircuit) -> QuantumCircuit:
+    """The same circuit on the qubits it uses (same classical registers and parameters), if it is wide."""
+    if circuit.num_qubits <= MAX_SIMULATED_QUBITS:
+        return circuit
+    used = {q for inst in circuit.data for q in inst.qubits}
+    keep = [q for q in circuit.qubits if q in used]
+    out = QuantumCircuit(len(keep), name=circuit.name, global_phase=circuit.global_phase, metadata=circuit.metadata)
+    for creg in circuit.cregs:
+        out.add_register(creg)
+    index = {q: out.qubits[k] for k, q in enumerate(keep)}
+    for inst in circuit.data:
+        out.append(inst.operation, [index[q] for q in inst.qubits], inst.clbits, copy=False)
+    return out
 
 
 def _b64(data: bytes) -> str:
@@ -193,7 +220,11 @@ def _sample(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> bytes:
             raise SimulationError(f"pub {i}: shots must be a positive integer")
         if not circuit.cregs:
             raise SimulationError(f"pub {i}: the circuit has no classical registers (nothing is measured)")
-        coerced.append((circuit, _bindings(circuit, values), shots))
+        bindings = _bindings(circuit, values)
+        circuit = _without_idle_qubits(circuit)
+        if circuit.num_qubits > MAX_SIMULATED_QUBITS:
+            raise TooBig(f"pub {i}: {circuit.num_qubits} active qubits")
+        coerced.append((circuit, bindings, shots))
     try:
         result = StatevectorSampler(seed=seed).run(coerced).result()
     except Exception as exc:  # qiskit validation errors have many types
@@ -232,6 +263,8 @@ def _estimate(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> byte
         precision = pub[3] if len(pub) > 3 and pub[3] is not None else default_precision
         if circuit.cregs and any(inst.operation.name == "measure" for inst in circuit.data):
             circuit = circuit.remove_final_measurements(inplace=False)
+        if circuit.num_qubits > MAX_SIMULATED_QUBITS:  # observables span every qubit: no narrowing
+            raise TooBig(f"pub {i}: {circuit.num_qubits} qubits")
         coerced.append((circuit, observables, _bindings(circuit, values), float(precision)))
     try:
         result = StatevectorEstimator(seed=seed).run(coerced).result()
@@ -375,9 +408,12 @@ def simulate(program_id: str, params: Any) -> bytes | None:
         return None
     if not isinstance(params, dict) or not params.get("pubs"):
         return None
-    if not HAVE_QISKIT:
+    if not HAVE_QISKIT or len(params["pubs"]) > MAX_SIMULATED_PUBS:
         return canned(program_id, params)
     options = params.get("options") if isinstance(params.get("options"), dict) else {}
     seed = _seed(params["pubs"], options)
     pubs = _pub_list(params)
-    return _sample(pubs, options, seed) if program_id == "sampler" else _estimate(pubs, options, seed)
+    try:
+        return _sample(pubs, options, seed) if program_id == "sampler" else _estimate(pubs, options, seed)
+    except TooBig:
+        return canned(program_id, params)

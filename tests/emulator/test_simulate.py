@@ -178,6 +178,24 @@ def test_same_pubs_same_counts_and_seed_option_is_honoured() -> None:
     assert seeded != first
 
 
+def test_a_wide_isa_circuit_is_simulated_on_the_qubits_it_uses(http: httpx.Client) -> None:
+    """A Bell pair on qubits 5 and 17 of a 30-qubit circuit (as transpiled for a large device)."""
+    qc = QuantumCircuit(30, 2)
+    qc.h(17)
+    qc.cx(17, 5)
+    qc.measure([17, 5], [0, 1])
+    _, result = run_job(http, "sampler", [[enc_circuit(qc), None, 200]])
+    counts = bit_array(pub_data(result, 0)["fields"]["c"]).get_counts()
+    assert set(counts) == {"00", "11"} and sum(counts.values()) == 200
+
+
+def test_more_pubs_than_the_emulator_simulates_get_a_canned_answer_of_the_right_layout() -> None:
+    pubs = [[enc_circuit(bell(), version=13), None, 5]] * (simulate.MAX_SIMULATED_PUBS + 1)
+    doc = json.loads(simulate.simulate("sampler", {"pubs": pubs}) or b"null")
+    assert len(doc["__value__"]["pub_results"]) == len(pubs)
+    assert bit_array(pub_data(doc, 7)["fields"]["c"]).get_counts() == {"00": 5}
+
+
 # ---------------------------------------------------------------------------- estimator
 def test_estimator_zz_plus_xx_on_bell_and_a_parametrized_circuit(http: httpx.Client) -> None:
     x = Parameter("x")
