@@ -19,16 +19,15 @@ extras).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
 import math
-import struct
-import zlib
 from typing import Any
 
 import numpy as np
+
+from .results import DEFAULT_SHOTS, SimulationError, canned, databin, nd, primitive_result, unb64
 
 try:  # optional: the `emulator` / `test` extras
     from qiskit import qpy
@@ -39,8 +38,6 @@ try:  # optional: the `emulator` / `test` extras
 except ImportError:  # pragma: no cover - exercised only without the extra
     HAVE_QISKIT = False
 
-#: The service's default when neither the pub nor `options.default_shots` says (IBM docs).
-DEFAULT_SHOTS = 4096
 #: EstimatorV2's default precision (1/sqrt(4096)).
 DEFAULT_PRECISION = 0.015625
 #: Larger submissions get `canned` answers: a statevector simulation runs inside the emulator's
@@ -51,10 +48,6 @@ MAX_SIMULATED_PUBS = 32
 MAX_SIMULATED_QUBITS = 20
 #: quantum_info classes a `settings` object may name (never import what a body names).
 SETTINGS_CLASSES = frozenset({"SparsePauliOp", "Pauli", "PauliList", "SparseObservable"})
-
-
-class SimulationError(ValueError):
-    """The pubs cannot be run; the job ends Failed with this text as its reason."""
 
 
 class TooBig(Exception):
@@ -76,23 +69,6 @@ def _without_idle_qubits(circuit: QuantumCircuit) -> QuantumCircuit:
     return out
 
 
-def _b64(data: bytes) -> str:
-    return base64.standard_b64encode(data).decode("ascii")
-
-
-def _unb64(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise SimulationError(f"{what}: expected a base64 string")
-    try:
-        raw = base64.standard_b64decode(value)
-    except ValueError as exc:
-        raise SimulationError(f"{what}: not base64 ({exc})") from exc
-    try:
-        return zlib.decompress(raw)
-    except zlib.error:
-        return raw  # RuntimeEncoder compresses, but an uncompressed payload is readable too
-
-
 def decode(obj: Any) -> Any:
     """RuntimeDecoder for the types a primitive's params carry; anything else stays JSON."""
     if isinstance(obj, list):
@@ -105,7 +81,7 @@ def decode(obj: Any) -> Any:
         return {k: decode(v) for k, v in obj.items()}
     if kind == "QuantumCircuit":
         try:
-            circuits = qpy.load(io.BytesIO(_unb64(value, "QuantumCircuit")))
+            circuits = qpy.load(io.BytesIO(unb64(value, "QuantumCircuit")))
         except Exception as exc:  # QPY raises many types for bad input
             raise SimulationError(f"cannot load the QPY circuit: {exc}") from exc
         return circuits[0]
@@ -113,7 +89,7 @@ def decode(obj: Any) -> Any:
         if isinstance(value, list):
             return np.array(value)
         try:
-            return np.load(io.BytesIO(_unb64(value, "ndarray")), allow_pickle=False)
+            return np.load(io.BytesIO(unb64(value, "ndarray")), allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise SimulationError(f"cannot load an ndarray: {exc}") from exc
     if kind == "complex" and isinstance(value, list) and len(value) == 2:
@@ -175,25 +151,6 @@ def _seed(pubs: Any, options: dict[str, Any]) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _nd(arr: Any) -> dict[str, Any]:
-    """RuntimeEncoder's ndarray: base64(zlib(np.save(arr)))."""
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(arr), allow_pickle=False)
-    return {"__type__": "ndarray", "__value__": _b64(zlib.compress(buf.getvalue()))}
-
-
-def _databin(fields: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
-    return {"__type__": "DataBin", "__value__": {"field_names": list(fields), "shape": list(shape), "fields": fields}}
-
-
-def _primitive_result(pub_results: list[dict[str, Any]]) -> bytes:
-    doc = {
-        "__type__": "PrimitiveResult",
-        "__value__": {"pub_results": pub_results, "metadata": {"execution": {"execution_spans": []}, "version": 2}},
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
 def _pub_list(params: dict[str, Any]) -> list[list[Any]]:
     pubs = decode(params.get("pubs"))
     if not isinstance(pubs, list):
@@ -235,13 +192,13 @@ def _sample(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> bytes:
         fields = {
             creg.name: {
                 "__type__": "BitArray",
-                "__value__": {"array": _nd(data[creg.name].array), "num_bits": data[creg.name].num_bits},
+                "__value__": {"array": nd(data[creg.name].array), "num_bits": data[creg.name].num_bits},
             }
             for creg in circuit.cregs
         }
-        value = {"data": _databin(fields, tuple(data.shape)), "metadata": {"circuit_metadata": circuit.metadata or {}}}
+        value = {"data": databin(fields, tuple(data.shape)), "metadata": {"circuit_metadata": circuit.metadata or {}}}
         out.append({"__type__": "SamplerPubResult", "__value__": value})
-    return _primitive_result(out)
+    return primitive_result(out)
 
 
 def _estimate(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> bytes:
@@ -277,7 +234,7 @@ def _estimate(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> byte
         precision = pub[3]
         # The reference estimator reports stds of 0; a device's are the precision its shots reach.
         stds = np.full(evs.shape, precision, dtype=float)
-        fields = {"evs": _nd(evs), "stds": _nd(stds), "ensemble_standard_error": _nd(stds)}
+        fields = {"evs": nd(evs), "stds": nd(stds), "ensemble_standard_error": nd(stds)}
         if default_shots and precision == default_precision:
             shots = default_shots  # what the caller asked for, not 1/precision^2 rounded up
         else:
@@ -287,116 +244,8 @@ def _estimate(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> byte
             "shots": shots,
             "circuit_metadata": pub[0].metadata or {},
         }
-        out.append({"__type__": "PubResult", "__value__": {"data": _databin(fields, evs.shape), "metadata": meta}})
-    return _primitive_result(out)
-
-
-# ---------------------------------------------------------------------------- without qiskit
-def peek_cregs(node: Any) -> list[tuple[str, int]] | None:
-    """The classical registers (name, width) of a QPY circuit, read from its header; None if unreadable.
-
-    Layout (qiskit/qpy/formats.py): FILE_HEADER (`!6sBBBBQ`, + 1 byte symbolic encoding from v10), a
-    program type byte (`q`, from v5), CIRCUIT_HEADER_V2 (`!H1cHIIQIQ`, + `I` num_vars from v12), name,
-    global phase, metadata, then REGISTER_V4 records (`!1c?IH?`) + name + one int64 per bit. Versions 5..15
-    (qiskit 0.25 .. 2.0, which covers every client of the V1 primitives and backend.run).
-    """
-    if not (isinstance(node, dict) and node.get("__type__") == "QuantumCircuit"):
-        return None
-    try:
-        data = _unb64(node.get("__value__"), "QuantumCircuit")
-    except SimulationError:
-        return None
-    if not data.startswith(b"QISKIT") or len(data) < 19 or not 5 <= data[6] <= 15:
-        return None  # v16+ (qiskit >= 2.1's Rust writer) lays registers out differently: not read here
-    version = data[6]
-    pos = 19 if version >= 10 else 18
-    if data[pos : pos + 1] != b"q":
-        return None
-    head = "!H1cHIIQIQI" if version >= 12 else "!H1cHIIQIQ"
-    try:
-        pos += 1
-        name_size, _, phase_size, _, num_clbits, meta_size, num_registers = struct.unpack_from(head, data, pos)[:7]
-        pos += struct.calcsize(head) + name_size + phase_size + meta_size
-        cregs = []
-        for _ in range(num_registers):
-            kind, _standalone, size, rname_size, in_circuit = struct.unpack_from("!1c?IH?", data, pos)
-            pos += struct.calcsize("!1c?IH?")
-            rname = data[pos : pos + rname_size].decode("utf-8")
-            pos += rname_size + 8 * size
-            if in_circuit and kind == b"c":
-                cregs.append((rname, size))
-    except (struct.error, UnicodeDecodeError):
-        return None
-    if pos > len(data) or sum(w for _, w in cregs) > num_clbits:
-        return None
-    return cregs
-
-
-def _values_shape(node: Any) -> tuple[int, ...]:
-    """The binding shape of a pub's parameter values (an ndarray of shape (*shape, num_parameters))."""
-    if node is None:
-        return ()
-    if isinstance(node, dict) and node.get("__type__") == "ndarray" and isinstance(node.get("__value__"), str):
-        try:
-            arr = np.load(io.BytesIO(_unb64(node["__value__"], "ndarray")), allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise SimulationError(f"cannot load an ndarray: {exc}") from exc
-    else:
-        arr = np.asarray(node.get("__value__") if isinstance(node, dict) else node)
-    return tuple(arr.shape[:-1]) if arr.ndim >= 1 and arr.size else ()
-
-
-def _observables_shape(node: Any) -> tuple[int, ...]:
-    if isinstance(node, dict) and node.get("__type__") == "ObservablesArray":
-        node = node.get("__value__")
-    shape: list[int] = []
-    while isinstance(node, list):
-        shape.append(len(node))
-        node = node[0] if node else None
-    return tuple(shape)
-
-
-def zero_bits(shape: tuple[int, ...], shots: int, width: int) -> np.ndarray:
-    """A BitArray's bytes (big-endian, ceil(width/8) per shot) with every bit 0."""
-    return np.zeros((*shape, shots, (width + 7) // 8), np.uint8)
-
-
-def canned(program_id: str, params: Any) -> bytes | None:
-    """Without qiskit: registers, widths, shots and shapes as submitted, every bit 0 and every <O> 0."""
-    if program_id not in ("sampler", "estimator") or not isinstance(params, dict):
-        return None
-    pubs = params.get("pubs")
-    if not isinstance(pubs, list) or not pubs:
-        return None
-    options = params.get("options") if isinstance(params.get("options"), dict) else {}
-    default = options.get("default_shots")
-    default_shots = default if isinstance(default, int) and default > 0 else DEFAULT_SHOTS
-    out = []
-    for pub in pubs:
-        pub = pub if isinstance(pub, list) else [pub]
-        if program_id == "sampler":
-            cregs = peek_cregs(pub[0])
-            if cregs is None:
-                return None
-            shape = _values_shape(pub[1] if len(pub) > 1 else None)
-            shots = pub[2] if len(pub) > 2 and isinstance(pub[2], int) and pub[2] > 0 else default_shots
-            fields = {
-                name: {"__type__": "BitArray", "__value__": {"array": _nd(zero_bits(shape, shots, w)), "num_bits": w}}
-                for name, w in cregs
-            }
-            value = {"data": _databin(fields, shape), "metadata": {"circuit_metadata": {}}}
-            out.append({"__type__": "SamplerPubResult", "__value__": value})
-        else:
-            obs_shape = _observables_shape(pub[1] if len(pub) > 1 else None)
-            try:
-                shape = np.broadcast_shapes(obs_shape, _values_shape(pub[2] if len(pub) > 2 else None))
-            except ValueError as exc:
-                raise SimulationError(f"observables and parameter values do not broadcast: {exc}") from exc
-            zeros = _nd(np.zeros(shape))
-            fields = {"evs": zeros, "stds": zeros, "ensemble_standard_error": zeros}
-            meta = {"target_precision": 0.0, "shots": default_shots, "circuit_metadata": {}}
-            out.append({"__type__": "PubResult", "__value__": {"data": _databin(fields, shape), "metadata": meta}})
-    return _primitive_result(out)
+        out.append({"__type__": "PubResult", "__value__": {"data": databin(fields, evs.shape), "metadata": meta}})
+    return primitive_result(out)
 
 
 def simulate(program_id: str, params: Any) -> bytes | None:

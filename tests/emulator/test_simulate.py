@@ -189,13 +189,6 @@ def test_a_wide_isa_circuit_is_simulated_on_the_qubits_it_uses(http: httpx.Clien
     assert set(counts) == {"00", "11"} and sum(counts.values()) == 200
 
 
-def test_more_pubs_than_the_emulator_simulates_get_a_canned_answer_of_the_right_layout() -> None:
-    pubs = [[enc_circuit(bell(), version=13), None, 5]] * (simulate.MAX_SIMULATED_PUBS + 1)
-    doc = json.loads(simulate.simulate("sampler", {"pubs": pubs}) or b"null")
-    assert len(doc["__value__"]["pub_results"]) == len(pubs)
-    assert bit_array(pub_data(doc, 7)["fields"]["c"]).get_counts() == {"00": 5}
-
-
 # ---------------------------------------------------------------------------- estimator
 def test_estimator_zz_plus_xx_on_bell_and_a_parametrized_circuit(http: httpx.Client) -> None:
     x = Parameter("x")
@@ -235,33 +228,6 @@ def test_estimator_reads_the_v1_clients_sparse_pauli_op_and_adds_precision_noise
 def test_decode_refuses_settings_objects_outside_quantum_info() -> None:
     with pytest.raises(SimulationError, match="unsupported settings object"):
         simulate.decode({"__type__": "settings", "__class__": "Popen", "__module__": "subprocess", "__value__": {}})
-
-
-# ---------------------------------------------------------------------------- without qiskit
-def test_without_qiskit_the_answer_still_has_the_pubs_registers_widths_shots_and_shapes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """QPY headers are read without qiskit (also qiskit 0.46's): every bit 0, but the right layout."""
-    monkeypatch.setattr(simulate, "HAVE_QISKIT", False)
-    q = QuantumRegister(4)
-    a, b = ClassicalRegister(1, "alpha"), ClassicalRegister(11, "beta")
-    qc = QuantumCircuit(q, a, b)
-    qc.measure(0, a[0])
-    old = v1_bodies()[1]["params"]["circuits"][0]  # qiskit 0.46 QPY, register "c" of 2 bits, 2 parameters
-    pubs = [[enc_circuit(qc, version=13), None, 30], [old, enc_array([[0.1, 0.2]] * 3)]]
-    doc = json.loads(simulate.simulate("sampler", {"pubs": pubs, "options": {"default_shots": 9}}) or b"null")
-    first, second = pub_data(doc, 0), pub_data(doc, 1)
-    assert first["field_names"] == ["alpha", "beta"] and first["shape"] == []
-    beta = bit_array(first["fields"]["beta"])
-    assert (beta.num_bits, beta.num_shots, beta.get_counts()) == (11, 30, {"0" * 11: 30})
-    assert second["field_names"] == ["c"] and second["shape"] == [3]
-    c = bit_array(second["fields"]["c"])
-    assert c.shape == (3,) and c.num_shots == 9 and c.num_bits == 2
-    est_pubs = [[old, [{"ZZ": 1}, {"XX": 1}], enc_array([[0.1, 0.2]])]]
-    est = json.loads(simulate.simulate("estimator", {"pubs": est_pubs}) or b"null")
-    assert dec(pub_data(est, 0)["fields"]["evs"]).shape == (2,)
-    assert simulate.simulate("sampler", {"pubs": [[{"__type__": "QuantumCircuit", "__value__": "bm9wZQ=="}]]}) is None
-    assert simulate.simulate("sampler", {"pubs": [[enc_circuit(qc)]]}) is None  # QPY v16+: left to the fixture
 
 
 # ---------------------------------------------------------------------------- what is not simulated
