@@ -183,7 +183,7 @@ def _sample(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> bytes:
             raise TooBig(f"pub {i}: {circuit.num_qubits} active qubits")
         coerced.append((circuit, bindings, shots))
     try:
-        result = StatevectorSampler(seed=seed).run(coerced).result()
+        result = StatevectorSampler(seed=np.random.default_rng(seed)).run(coerced).result()
     except Exception as exc:  # qiskit validation errors have many types
         raise SimulationError(f"sampler: {exc}") from exc
     out = []
@@ -224,7 +224,7 @@ def _estimate(pubs: list[list[Any]], options: dict[str, Any], seed: int) -> byte
             raise TooBig(f"pub {i}: {circuit.num_qubits} qubits")
         coerced.append((circuit, observables, _bindings(circuit, values), float(precision)))
     try:
-        result = StatevectorEstimator(seed=seed).run(coerced).result()
+        result = StatevectorEstimator(seed=np.random.default_rng(seed)).run(coerced).result()
     except Exception as exc:  # qiskit validation errors have many types
         raise SimulationError(f"estimator: {exc}") from exc
     out = []

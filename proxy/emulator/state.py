@@ -538,7 +538,8 @@ class Emulator:
         job.finished_at = now_utc()
         if final == "Failed":
             job.reason = reason.get("reason") or job.failure or "Error running job (emulated failure)."
-            job.reason_code = reason.get("reason_code") or 1517
+            # Pubs that cannot run get a generic code: 1517 reads as an ISA refusal to the proxy.
+            job.reason_code = reason.get("reason_code") or (1500 if job.failure else 1517)
             job.reason_solution = reason.get("reason_solution")
         elif final == "Cancelled - Ran too long":
             job.reason = reason.get("reason") or "Ran too long"

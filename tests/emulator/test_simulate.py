@@ -163,6 +163,7 @@ def test_sampler_parameter_values_in_the_wrong_shape_fail_the_job(http: httpx.Cl
     job, reason = run_job(http, "sampler", [[v1["circuits"][0], enc_array([0.1, 0.2, 0.3]), 10]])
     assert job["status"] == "Failed"
     assert "do not fit 2 parameters" in reason and "do not fit" in job["state"]["reason"]
+    assert job["state"]["reason_code"] == 1500  # not 1517, which the proxy reads as "not ISA"
 
 
 def test_a_circuit_without_measurements_fails_the_sampler_job(http: httpx.Client) -> None:

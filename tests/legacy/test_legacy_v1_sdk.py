@@ -119,3 +119,22 @@ def test_without_the_translation_the_same_driver_fails(
         for name in (f"sampler_v1_bell_{where}", f"sampler_v1_parametrized_{where}", f"estimator_v1_{where}"):
             assert not steps[name]["ok"], f"{name} passed without the translation:\n{log[-3000:]}"
             assert "1513" in steps[name]["error"], steps[name]["error"]
+
+
+def test_a_canned_upstream_answer_fails_the_statevector_checks(
+    python: str, emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The emulator answers every sampler job with the reference Bell result instead of simulating:
+    the parametrized circuit's distributions then differ from the statevector and the steps fail."""
+    emulator.state.config.results["sampler"] = (HERE.parent / "data" / "sampler_v2_result.json").read_bytes()
+    proxy = start_proxy(proxy_settings(emulator.url))
+    try:
+        doc, log = drive(python, proxy, tmp_path / "canned.json")
+    finally:
+        proxy.server.stop()
+        emulator.state.config.results.clear()
+    steps = {s["step"]: s for s in doc["steps"]}
+    for where in ("backend", "session"):
+        step = steps[f"sampler_v1_parametrized_{where}"]
+        assert not step["ok"] and "statevector says" in step["error"], f"{step}\n{log[-3000:]}"
+        assert steps[f"estimator_v1_{where}"]["ok"], log[-3000:]  # only the sampler was tampered with
