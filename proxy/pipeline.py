@@ -216,8 +216,8 @@ class Pipeline:
     ) -> tuple[dict[str, Any], SpooledBody | None]:
         """V1 primitive / backend.run submissions -> SamplerV2/EstimatorV2 (proxy/programs/)."""
         if spooled is not None:
-            if doc.get("program_id") not in RUNNERS and not may_be_v1(call):
-                return doc, spooled  # a large V2 body from a client without V1 primitives: stream it
+            if doc.get("program_id") not in RUNNERS and (not may_be_v1(call) or _has_key(spooled, b'"pubs"')):
+                return doc, spooled  # a large V2 body: keep streaming it
             try:
                 spooled.file.seek(0)
                 doc = parse_json_object(spooled.file.read())
@@ -438,6 +438,18 @@ class Pipeline:
         finally:
             if watcher is not None:
                 watcher.cancel()
+
+
+def _has_key(spooled: SpooledBody, key: bytes) -> bool:
+    """Does the spooled JSON contain `key` (quoted)? A byte scan: V2 bodies have "pubs", V1 ones do
+    not (an escaped \"pubs\" inside a string does not match), and no large body is parsed for it."""
+    tail = b""
+    spooled.file.seek(0)
+    while chunk := spooled.file.read(256 * 1024):
+        if key in tail + chunk[: len(key)] or key in chunk:
+            return True
+        tail = chunk[-len(key) :]
+    return False
 
 
 def _new_call(scope: dict) -> Call:
