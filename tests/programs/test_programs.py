@@ -142,7 +142,8 @@ def test_a_restarted_proxy_still_rebuilds_the_answer(c: httpx.Client, em: Emulat
 
 
 def test_job_type_of_a_v2_job_stays_gone(c: httpx.Client, em: EmulatorHandle) -> None:
-    v2 = {"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [], "version": 2}}
+    circuit = V1[0]["params"]["circuits"][0]
+    v2 = {"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [[circuit, None, 10]], "version": 2}}
     job_id = submit(c, v2, PROVIDER)
     r = c.get(f"/runtime/facade/v1/jobs/{job_id}/type", headers=PROVIDER)
     assert r.status_code == 410
