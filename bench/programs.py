@@ -72,8 +72,8 @@ def section(d: dict[str, Any]) -> list[str]:
         "## V1 program translation (#12)",
         "",
         f"`python bench/programs.py {d['circuits']} {d['shots']}`: a {d['circuits']}-circuit V1 submission "
-        "(the 2-qubit circuit of the recorded qiskit-ibm-runtime 0.20.0 trace) translated to SamplerV2, and the V1 answer rebuilt "
-        f"from a SamplerV2 result of {d['circuits']} pubs x {d['shots']} shots (one 2-bit register; "
+        "(the 2-qubit circuit of the recorded qiskit-ibm-runtime 0.20.0 trace) translated to SamplerV2, and the "
+        f"V1 answer rebuilt from a SamplerV2 result of {d['circuits']} pubs x {d['shots']} shots (one 2-bit register; "
         f"{d['result_bytes'] // 1024} KiB of JSON). Pure functions, one core, median of the repeats; MB is the peak "
         "tracemalloc allocation of one call.",
         "",
