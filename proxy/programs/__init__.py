@@ -60,11 +60,38 @@ def may_be_v1(call: Call) -> bool:
     return True
 
 
+#: How the new API says a circuit is not written for the target's instruction set (error 1517).
+ISA_SIGNS = ("1517", "isa", "instruction set", "not supported by the target", "target hardware", "transpil")
+ISA_HINT = (
+    " [qiskit-classic-proxy: this {kind} job was translated to a V2 primitive job. The new API runs only "
+    "circuits written for the backend's instruction set (ISA); old V1 code relied on server-side "
+    "transpilation. Transpile the circuits for the backend first (qiskit.transpile(circuits, backend)), or "
+    "install the proxy with its transpile extra, pip install 'qiskit-classic-proxy[transpile]', and it "
+    "transpiles them before submitting.]"
+)
+
+
+def isa_hint(kind: str, message: Any, code: Any = None) -> str | None:
+    """`message` with the hint naming the transpile extra when it is the new API's ISA refusal."""
+    text = str(message or "")
+    if "qiskit-classic-proxy[transpile]" in text:
+        return None
+    if str(code) == "1517" or any(sign in text.lower() for sign in ISA_SIGNS):
+        return text + ISA_HINT.format(kind=kind)
+    return None
+
+
 def restore_job(job: dict[str, Any]) -> dict[str, Any]:
-    """A job object as the caller submitted it: its program id back, the proxy's tag hidden."""
+    """A job object as the caller submitted it: its program id back, the proxy's tag hidden, and
+    an ISA failure explained."""
     mark = parse_marker(job.get("tags"))
     if mark is None:
         return job
+    state = job.get("state")
+    if isinstance(state, dict) and state.get("reason"):
+        hinted = isa_hint(mark[0], state["reason"], state.get("reason_code"))
+        if hinted:
+            state["reason"] = hinted
     job["tags"] = [t for t in job["tags"] if not (isinstance(t, str) and t.startswith(MARKER))]
     program = job.get("program")
     if isinstance(program, dict):
@@ -138,7 +165,7 @@ class Programs:
     def answer(self, call: Call, name: str | None, base: Answer | None) -> Answer | None:
         """The row's fix-up, wrapped where translated jobs need more (ids, program ids, results)."""
         if name == "job_created" and call.program is not None:
-            return Answer(self._created(base))
+            return Answer(self._created(base), _always)
         if name in ("job", "job_list", "job_created"):
             return Answer(self._restored(base), base.when if base else _ok)
         if name == "results" and call.program is not None:
@@ -147,6 +174,8 @@ class Programs:
 
     def _created(self, base: Answer | None) -> Callable[[Call, int, bytes], tuple[int, bytes]]:
         def fix(call: Call, status: int, data: bytes) -> tuple[int, bytes]:
+            if status >= 400:
+                return status, _isa_error(call.program, data)
             if base is not None:
                 status, data = base.fix(call, status, data)
             doc = _load(data)
@@ -225,4 +254,21 @@ class Programs:
 
 def _ok(call: Call, status: int) -> bool:
     return 200 <= status < 300
+
+
+def _always(call: Call, status: int) -> bool:
+    return True
+
+
+def _isa_error(tr: Translation, data: bytes) -> bytes:
+    """A refused translated submission: name the transpile extra when the refusal is about ISA."""
+    doc = _load(data)
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not (isinstance(errors, list) and errors and isinstance(errors[0], dict)):
+        return data
+    hinted = isa_hint(tr.kind, errors[0].get("message"), errors[0].get("code"))
+    if hinted is None:
+        return data
+    errors[0]["message"] = hinted
+    return json.dumps(doc, separators=(",", ":")).encode()
 

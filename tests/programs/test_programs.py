@@ -220,3 +220,18 @@ def test_fixture_result_shapes_match_the_sdk_fixture() -> None:
     pub_ours = ours["__value__"]["pub_results"][0]["__value__"]["data"]["__value__"]
     assert set(pub_real) == set(pub_ours)
     assert set(pub_real["fields"]["meas"]["__value__"]) == set(pub_ours["fields"]["meas"]["__value__"])
+
+
+def test_an_isa_failure_of_a_translated_job_names_the_transpile_extra(c: httpx.Client, em: EmulatorHandle) -> None:
+    job_id = submit(c, V1[0], R20)
+    reason = "The instruction h on qubits (0,) is not supported by the target. Error code 1517."
+    em.state.set_job_status(job_id, "Failed", reason=reason, reason_code=1517)
+    state = c.get(f"/runtime/jobs/{job_id}", headers=R20).json()["state"]
+    assert state["reason"].startswith(reason)
+    assert "qiskit-classic-proxy[transpile]" in state["reason"] and "sampler job was translated" in state["reason"]
+
+
+def test_other_failures_are_left_as_they_are(c: httpx.Client, em: EmulatorHandle) -> None:
+    job_id = submit(c, V1[0], R20)
+    em.state.set_job_status(job_id, "Failed", reason="Out of memory", reason_code=1305)
+    assert c.get(f"/runtime/jobs/{job_id}", headers=R20).json()["state"]["reason"] == "Out of memory"
