@@ -10,15 +10,18 @@ restarted proxy still answers in the old shape.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from ..call import Call, Reply
 from ..classic.answers import Answer
+from ..classic.routes import PARAM_PATTERNS
 from ..errors import Gone, RetiredProgram, UpstreamError
 from .encoding import peek_circuit
 from .rebuild import RebuildError, rebuild
@@ -51,6 +54,10 @@ RUNTIME_JOB_TYPE = "RUNTIME"
 
 #: (status, job document or None) of `GET /v1/jobs/{id}`; `params` says whether to include them.
 FetchJob = Callable[[Call, str, bool], Awaitable[tuple[int, dict[str, Any] | None]]]
+#: (status, configuration or None) of `GET /v1/backends/{name}/configuration`.
+FetchConfiguration = Callable[[Call, str], Awaitable[tuple[int, dict[str, Any] | None]]]
+#: Is the `[transpile]` extra (qiskit) installed? Checked without importing it.
+TRANSPILE = importlib.util.find_spec("qiskit") is not None
 
 
 def may_be_v1(call: Call) -> bool:
@@ -134,8 +141,10 @@ def _load(data: bytes) -> Any:
 class Programs:
     """The translation as the pipeline uses it; `memory` maps job id -> Translation."""
 
-    def __init__(self, remember: int = REMEMBER) -> None:
+    def __init__(self, remember: int = REMEMBER, transpile: bool = TRANSPILE) -> None:
         self.memory: LRUCache[str, Translation] = LRUCache(maxsize=remember)
+        self.can_transpile = transpile
+        self.configurations: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=64, ttl=600)
 
     # -- submit --------------------------------------------------------------------------------
     def submission(self, call: Call, doc: dict[str, Any], enabled: bool = True) -> dict[str, Any]:
@@ -160,6 +169,36 @@ class Programs:
         call.program = tr
         call.action = ACTION
         return body
+
+    async def transpile(self, call: Call, doc: dict[str, Any], fetch: FetchConfiguration) -> dict[str, Any]:
+        """With the `[transpile]` extra: the translated body with its non-ISA circuits transpiled
+        for the backend (isa.py, in a thread: it is CPU work). Without it: `doc` unchanged."""
+        tr = call.program
+        backend = doc.get("backend")
+        if not (self.can_transpile and isinstance(tr, Translation) and isinstance(backend, str) and backend):
+            return doc
+        if tr.skip_transpilation or not PARAM_PATTERNS["backend"].match(backend):
+            return doc  # (a malformed name never goes into an upstream path; the submission is refused upstream)
+        conf = self.configurations.get(backend)
+        if conf is None:
+            status, conf = await fetch(call, backend)
+            if status != 200 or conf is None or not conf.get("basis_gates") or not conf.get("n_qubits"):
+                return doc  # the new API's own answer to the submission will say what is wrong
+            self.configurations[backend] = conf
+        from . import isa
+
+        await asyncio.to_thread(isa.transpile_pubs, doc, tr, conf)
+        return doc
+
+    @staticmethod
+    def headers(call: Call) -> list[tuple[bytes, bytes]]:
+        """`X-QCP-Transpiled` on the answer to a submission whose circuits the proxy transpiled."""
+        tr = call.program
+        if not (isinstance(tr, Translation) and tr.transpiled and call.method == "POST"):
+            return []
+        level = tr.optimization_level if tr.optimization_level in (0, 1, 2, 3) else 1
+        text = f"{tr.transpiled} of {len(tr.experiments)} circuits for {tr.backend} (optimization_level {level})"
+        return [(b"x-qcp-transpiled", text.encode())]
 
     # -- answers -------------------------------------------------------------------------------
     def answer(self, call: Call, name: str | None, base: Answer | None) -> Answer | None:
