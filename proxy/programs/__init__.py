@@ -143,6 +143,7 @@ class Programs:
 
     def __init__(self, remember: int = REMEMBER, transpile: bool = TRANSPILE) -> None:
         self.memory: LRUCache[str, Translation] = LRUCache(maxsize=remember)
+        self.plain: LRUCache[str, bool] = LRUCache(maxsize=remember)  # jobs looked up: not translated
         self.can_transpile = transpile
         self.configurations: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=64, ttl=600)
 
@@ -258,13 +259,18 @@ class Programs:
         """The job's record: from memory, else (for clients that may have submitted V1 jobs) from
         the job itself, one `GET /v1/jobs/{id}` with its params."""
         tr = self.memory.get(job_id)
-        if tr is not None or not call.is_legacy_sdk or not may_be_v1(call):
+        if tr is not None or job_id in self.plain or not call.is_legacy_sdk or not may_be_v1(call):
             return tr
+        status, job = await fetch(call, job_id, False)  # the tag first: params can be 100 MB
+        if status != 200 or not isinstance(job, dict):
+            return None
+        if parse_marker(job.get("tags")) is None:
+            self.plain[job_id] = True
+            return None
         status, job = await fetch(call, job_id, True)
-        if status == 200 and isinstance(job, dict):
-            tr = from_job(job)
-            if tr is not None:
-                self.memory[job_id] = tr
+        tr = from_job(job) if status == 200 and isinstance(job, dict) else None
+        if tr is not None:
+            self.memory[job_id] = tr
         return tr
 
     async def job_type(self, call: Call, fetch: FetchJob) -> Reply:

@@ -236,3 +236,15 @@ def test_other_failures_are_left_as_they_are(c: httpx.Client, em: EmulatorHandle
     job_id = submit(c, V1[0], R20)
     em.state.set_job_status(job_id, "Failed", reason="Out of memory", reason_code=1305)
     assert c.get(f"/runtime/jobs/{job_id}", headers=R20).json()["state"]["reason"] == "Out of memory"
+
+
+def test_results_of_a_v2_job_cost_one_cheap_lookup_once(c: httpx.Client, em: EmulatorHandle) -> None:
+    circuit = V1[0]["params"]["circuits"][0]
+    v2 = {"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [[circuit, None, 10]], "version": 2}}
+    job_id = submit(c, v2, R20)
+    em.clear()
+    for _ in range(2):
+        assert c.get(f"/runtime/jobs/{job_id}/results", headers=R20).status_code == 200
+    paths = [(r["path"], r["query"]) for r in em.api_requests()]
+    lookups = [p for p in paths if p[0] == f"/api/v1/jobs/{job_id}"]
+    assert len(lookups) == 1 and lookups[0][1].get("exclude_params") in (["true"], "true")
