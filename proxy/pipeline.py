@@ -102,7 +102,7 @@ class Pipeline:
                 started = True
                 call.status = message["status"]
                 if call.route is not None:
-                    extra = phaseout.headers(call)
+                    extra = [*phaseout.headers(call), *self.programs.headers(call)]
                     if extra:
                         message = {**message, "headers": [*message["headers"], *extra]}
             await send(message)
@@ -158,6 +158,8 @@ class Pipeline:
         assert self.upstream is not None and self.tokens is not None
         doc, spooled = await self._read_json(call, action, receive)
         self.instances.select(call, doc)  # 6. translate
+        if call.program is not None and doc is not None:  # a V1 job: ISA transpile with the extra
+            doc = await self.programs.transpile(call, doc, self._fetch_configuration)
         req = translate_request(route, call.params, call.query, doc if spooled is None else None)
         body: bytes | SpooledBody | None = spooled if spooled is not None else req.body
         call.upstream = req.label
@@ -216,8 +218,8 @@ class Pipeline:
     ) -> tuple[dict[str, Any], SpooledBody | None]:
         """V1 primitive / backend.run submissions -> SamplerV2/EstimatorV2 (proxy/programs/)."""
         if spooled is not None:
-            if doc.get("program_id") not in RUNNERS and not may_be_v1(call):
-                return doc, spooled  # a large V2 body from a client without V1 primitives: stream it
+            if doc.get("program_id") not in RUNNERS and (not may_be_v1(call) or _has_key(spooled, b'"pubs"')):
+                return doc, spooled  # a large V2 body: keep streaming it
             try:
                 spooled.file.seek(0)
                 doc = parse_json_object(spooled.file.read())
@@ -225,6 +227,17 @@ class Pipeline:
                 spooled.close()
         policy = self.settings.routes.get(call.route.key) if call.route else None
         return self.programs.submission(call, doc, policy is None or policy.programs == "translate"), None
+
+    async def _fetch_configuration(self, call: Call, backend: str) -> tuple[int, dict[str, Any] | None]:
+        """`GET /v1/backends/{name}/configuration` for the ISA transpile (programs.transpile)."""
+        headers = [*self._upstream_headers(call, buffered=True, has_body=False), ("service-crn", call.crn)]
+        resp = await self._open_once(call, "GET", f"/v1/backends/{backend}/configuration", b"", headers, None)
+        try:
+            data = await resp.aread()
+        finally:
+            await resp.aclose()
+        doc = json.loads(data) if resp.status_code == 200 and data else None
+        return resp.status_code, doc if isinstance(doc, dict) else None
 
     async def _fetch_job(self, call: Call, job_id: str, params: bool) -> tuple[int, dict[str, Any] | None]:
         """`GET /v1/jobs/{id}` for the translation's bookkeeping (programs.lookup / job_type)."""
@@ -438,6 +451,18 @@ class Pipeline:
         finally:
             if watcher is not None:
                 watcher.cancel()
+
+
+def _has_key(spooled: SpooledBody, key: bytes) -> bool:
+    """Does the spooled JSON contain `key` (quoted)? A byte scan: V2 bodies have "pubs", V1 ones do
+    not (an escaped \"pubs\" inside a string does not match), and no large body is parsed for it."""
+    tail = b""
+    spooled.file.seek(0)
+    while chunk := spooled.file.read(256 * 1024):
+        if key in tail + chunk[: len(key)] or key in chunk:
+            return True
+        tail = chunk[-len(key) :]
+    return False
 
 
 def _new_call(scope: dict) -> Call:

@@ -134,7 +134,8 @@ async def explain_request(
         if call is not None and call.instance:
             out["route"]["instance"] = f"{call.instance} -> {call.crn}"
     if captured:
-        req = captured[0]
+        # The forwarded request; lookups made for it first (a V1 job's backend configuration) come before.
+        req = next((r for r in reversed(captured) if r.method == method.upper()), captured[0])
         out["upstream"] = {
             "method": req.method,
             "url": str(req.url),

@@ -10,15 +10,18 @@ restarted proxy still answers in the old shape.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from ..call import Call, Reply
 from ..classic.answers import Answer
+from ..classic.routes import PARAM_PATTERNS
 from ..errors import Gone, RetiredProgram, UpstreamError
 from .encoding import peek_circuit
 from .rebuild import RebuildError, rebuild
@@ -51,6 +54,10 @@ RUNTIME_JOB_TYPE = "RUNTIME"
 
 #: (status, job document or None) of `GET /v1/jobs/{id}`; `params` says whether to include them.
 FetchJob = Callable[[Call, str, bool], Awaitable[tuple[int, dict[str, Any] | None]]]
+#: (status, configuration or None) of `GET /v1/backends/{name}/configuration`.
+FetchConfiguration = Callable[[Call, str], Awaitable[tuple[int, dict[str, Any] | None]]]
+#: Is the `[transpile]` extra (qiskit) installed? Checked without importing it.
+TRANSPILE = importlib.util.find_spec("qiskit") is not None
 
 
 def may_be_v1(call: Call) -> bool:
@@ -60,11 +67,38 @@ def may_be_v1(call: Call) -> bool:
     return True
 
 
+#: How the new API says a circuit is not written for the target's instruction set (error 1517).
+ISA_SIGNS = ("1517", "isa", "instruction set", "not supported by the target", "target hardware", "transpil")
+ISA_HINT = (
+    " [qiskit-classic-proxy: this {kind} job was translated to a V2 primitive job. The new API runs only "
+    "circuits written for the backend's instruction set (ISA); old V1 code relied on server-side "
+    "transpilation. Transpile the circuits for the backend first (qiskit.transpile(circuits, backend)), or "
+    "install the proxy with its transpile extra, pip install 'qiskit-classic-proxy[transpile]', and it "
+    "transpiles them before submitting.]"
+)
+
+
+def isa_hint(kind: str, message: Any, code: Any = None) -> str | None:
+    """`message` with the hint naming the transpile extra when it is the new API's ISA refusal."""
+    text = str(message or "")
+    if "qiskit-classic-proxy[transpile]" in text:
+        return None
+    if str(code) == "1517" or any(sign in text.lower() for sign in ISA_SIGNS):
+        return text + ISA_HINT.format(kind=kind)
+    return None
+
+
 def restore_job(job: dict[str, Any]) -> dict[str, Any]:
-    """A job object as the caller submitted it: its program id back, the proxy's tag hidden."""
+    """A job object as the caller submitted it: its program id back, the proxy's tag hidden, and
+    an ISA failure explained."""
     mark = parse_marker(job.get("tags"))
     if mark is None:
         return job
+    state = job.get("state")
+    if isinstance(state, dict) and state.get("reason"):
+        hinted = isa_hint(mark[0], state["reason"], state.get("reason_code"))
+        if hinted:
+            state["reason"] = hinted
     job["tags"] = [t for t in job["tags"] if not (isinstance(t, str) and t.startswith(MARKER))]
     program = job.get("program")
     if isinstance(program, dict):
@@ -107,8 +141,11 @@ def _load(data: bytes) -> Any:
 class Programs:
     """The translation as the pipeline uses it; `memory` maps job id -> Translation."""
 
-    def __init__(self, remember: int = REMEMBER) -> None:
+    def __init__(self, remember: int = REMEMBER, transpile: bool = TRANSPILE) -> None:
         self.memory: LRUCache[str, Translation] = LRUCache(maxsize=remember)
+        self.plain: LRUCache[str, bool] = LRUCache(maxsize=remember)  # jobs looked up: not translated
+        self.can_transpile = transpile
+        self.configurations: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=64, ttl=600)
 
     # -- submit --------------------------------------------------------------------------------
     def submission(self, call: Call, doc: dict[str, Any], enabled: bool = True) -> dict[str, Any]:
@@ -134,11 +171,41 @@ class Programs:
         call.action = ACTION
         return body
 
+    async def transpile(self, call: Call, doc: dict[str, Any], fetch: FetchConfiguration) -> dict[str, Any]:
+        """With the `[transpile]` extra: the translated body with its non-ISA circuits transpiled
+        for the backend (isa.py, in a thread: it is CPU work). Without it: `doc` unchanged."""
+        tr = call.program
+        backend = doc.get("backend")
+        if not (self.can_transpile and isinstance(tr, Translation) and isinstance(backend, str) and backend):
+            return doc
+        if tr.skip_transpilation or not PARAM_PATTERNS["backend"].match(backend):
+            return doc  # (a malformed name never goes into an upstream path; the submission is refused upstream)
+        conf = self.configurations.get(backend)
+        if conf is None:
+            status, conf = await fetch(call, backend)
+            if status != 200 or conf is None or not conf.get("basis_gates") or not conf.get("n_qubits"):
+                return doc  # the new API's own answer to the submission will say what is wrong
+            self.configurations[backend] = conf
+        from . import isa
+
+        await asyncio.to_thread(isa.transpile_pubs, doc, tr, conf)
+        return doc
+
+    @staticmethod
+    def headers(call: Call) -> list[tuple[bytes, bytes]]:
+        """`X-QCP-Transpiled` on the answer to a submission whose circuits the proxy transpiled."""
+        tr = call.program
+        if not (isinstance(tr, Translation) and tr.transpiled and call.method == "POST"):
+            return []
+        level = tr.optimization_level if tr.optimization_level in (0, 1, 2, 3) else 1
+        text = f"{tr.transpiled} of {len(tr.experiments)} circuits for {tr.backend} (optimization_level {level})"
+        return [(b"x-qcp-transpiled", text.encode())]
+
     # -- answers -------------------------------------------------------------------------------
     def answer(self, call: Call, name: str | None, base: Answer | None) -> Answer | None:
         """The row's fix-up, wrapped where translated jobs need more (ids, program ids, results)."""
         if name == "job_created" and call.program is not None:
-            return Answer(self._created(base))
+            return Answer(self._created(base), _always)
         if name in ("job", "job_list", "job_created"):
             return Answer(self._restored(base), base.when if base else _ok)
         if name == "results" and call.program is not None:
@@ -147,6 +214,8 @@ class Programs:
 
     def _created(self, base: Answer | None) -> Callable[[Call, int, bytes], tuple[int, bytes]]:
         def fix(call: Call, status: int, data: bytes) -> tuple[int, bytes]:
+            if status >= 400:
+                return status, _isa_error(call.program, data)
             if base is not None:
                 status, data = base.fix(call, status, data)
             doc = _load(data)
@@ -190,13 +259,18 @@ class Programs:
         """The job's record: from memory, else (for clients that may have submitted V1 jobs) from
         the job itself, one `GET /v1/jobs/{id}` with its params."""
         tr = self.memory.get(job_id)
-        if tr is not None or not call.is_legacy_sdk or not may_be_v1(call):
+        if tr is not None or job_id in self.plain or not call.is_legacy_sdk or not may_be_v1(call):
             return tr
+        status, job = await fetch(call, job_id, False)  # the tag first: params can be 100 MB
+        if status != 200 or not isinstance(job, dict):
+            return None
+        if parse_marker(job.get("tags")) is None:
+            self.plain[job_id] = True
+            return None
         status, job = await fetch(call, job_id, True)
-        if status == 200 and isinstance(job, dict):
-            tr = from_job(job)
-            if tr is not None:
-                self.memory[job_id] = tr
+        tr = from_job(job) if status == 200 and isinstance(job, dict) else None
+        if tr is not None:
+            self.memory[job_id] = tr
         return tr
 
     async def job_type(self, call: Call, fetch: FetchJob) -> Reply:
@@ -225,4 +299,21 @@ class Programs:
 
 def _ok(call: Call, status: int) -> bool:
     return 200 <= status < 300
+
+
+def _always(call: Call, status: int) -> bool:
+    return True
+
+
+def _isa_error(tr: Translation, data: bytes) -> bytes:
+    """A refused translated submission: name the transpile extra when the refusal is about ISA."""
+    doc = _load(data)
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not (isinstance(errors, list) and errors and isinstance(errors[0], dict)):
+        return data
+    hinted = isa_hint(tr.kind, errors[0].get("message"), errors[0].get("code"))
+    if hinted is None:
+        return data
+    errors[0]["message"] = hinted
+    return json.dumps(doc, separators=(",", ":")).encode()
 

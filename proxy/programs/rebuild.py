@@ -93,20 +93,20 @@ def _registers(pub: dict[str, Any], info: CircuitInfo | None) -> list[tuple[str,
     return out
 
 
-def joined(regs: list[tuple[str, Any, int]]) -> tuple[list[int], int]:
-    """Per-shot values of all registers joined (first register in the low bits)."""
+def joined(regs: list[tuple[str, Any, int]]) -> tuple[np.ndarray | list[int], int]:
+    """Per-shot values of all registers joined (first register in the low bits): a uint64 array,
+    or Python ints beyond 63 bits."""
     if not regs:
-        return [], 0
+        return np.zeros(0, dtype=np.uint64), 0
     total = sum(b for _, _, b in regs)
-    n = len(regs[0][1])
     if total < 64:
-        acc = np.zeros(n, dtype=np.uint64)
+        acc = np.zeros(len(regs[0][1]), dtype=np.uint64)
         offset = 0
         for _, vals, bits in regs:
             acc |= np.asarray(vals, dtype=np.uint64) << np.uint64(offset)
             offset += bits
-        return acc.tolist(), total
-    out = [0] * n
+        return acc, total
+    out = [0] * len(regs[0][1])
     offset = 0
     for _, vals, bits in regs:
         for i, v in enumerate(vals):
@@ -115,10 +115,15 @@ def joined(regs: list[tuple[str, Any, int]]) -> tuple[list[int], int]:
     return out, total
 
 
-def counts(values: list[int]) -> dict[str, int]:
-    uniq, freq = np.unique(np.asarray(values, dtype=object if values and max(values) >= 2**63 else np.uint64),
-                           return_counts=True)  # fmt: skip
-    return {hex(int(u)): int(c) for u, c in zip(uniq.tolist(), freq.tolist(), strict=True)}
+def tally(values: np.ndarray | list[int], memory: bool = False) -> tuple[dict[str, int], list[str] | None]:
+    """Hex counts (and the per-shot hex memory when asked)."""
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    if arr.size == 0:
+        return {}, [] if memory else None
+    uniq, inverse, freq = np.unique(arr, return_inverse=True, return_counts=True)
+    keys = [hex(int(u)) for u in uniq.tolist()]
+    counts = dict(zip(keys, freq.tolist(), strict=True))
+    return counts, (np.asarray(keys, dtype=object)[inverse.reshape(-1)].tolist() if memory else None)
 
 
 def rebuild(tr: Translation, body: bytes, job_id: str) -> bytes:
@@ -144,7 +149,7 @@ def _sampler(tr: Translation, pubs: list[dict[str, Any]]) -> dict[str, Any]:
     for i, pub in enumerate(pubs):
         values, _ = joined(_registers(pub, _info(tr, i)))
         shots = len(values)
-        dists.append({k: c / shots for k, c in counts(values).items()} if shots else {})
+        dists.append({k: c / shots for k, c in tally(values)[0].items()} if shots else {})
         info = _info(tr, i)
         metas.append({"shots": shots, "header_metadata": (info.metadata if info else None) or {},
                       "circuit_metadata": pub["metadata"].get("circuit_metadata", {})})  # fmt: skip
@@ -179,9 +184,10 @@ def _result(tr: Translation, pubs: list[dict[str, Any]], meta: dict[str, Any], j
         values, total = joined(regs)
         creg_sizes = [[n, b] for n, _, b in regs]
         slots = info.num_clbits if info and info.num_clbits >= total else total
-        data: dict[str, Any] = {"counts": counts(values)}
-        if tr.memory:
-            data["memory"] = [hex(int(v)) for v in values]
+        counts, memory = tally(values, tr.memory)
+        data: dict[str, Any] = {"counts": counts}
+        if memory is not None:
+            data["memory"] = memory
         header: dict[str, Any] = {
             **tr.header,
             "name": info.name if info else f"circuit-{i}",

@@ -62,6 +62,9 @@ class Translation:
     shots: int | None = None  # the V1 shots option (Estimator variance, default per pub)
     backend: str = ""
     header: dict[str, Any] = field(default_factory=dict)  # backend.run(header=...): copied into results
+    optimization_level: int | None = None  # V1 transpilation level (isa.py, the [transpile] extra)
+    skip_transpilation: bool = False  # the caller said its circuits are ISA already
+    transpiled: int = 0  # circuits the proxy transpiled (isa.py)
 
     @property
     def marker(self) -> str:
@@ -191,10 +194,13 @@ def _set(options: dict[str, Any], path: str, value: Any) -> None:
     node[last] = value
 
 
-def _transpilation(program: str, params: dict[str, Any], options: dict[str, Any]) -> None:
+def _transpilation(program: str, params: dict[str, Any], options: dict[str, Any]) -> tuple[int | None, bool]:
+    """(V1 optimization level, skip_transpilation); the rest has no V2 equivalent but the simulator's."""
     ts = params.pop("transpilation_settings", None) or {}
     if not isinstance(ts, dict):
         raise _unsupported(program, "transpilation_settings", "not an object")
+    opt = ts.get("optimization_settings")
+    level = opt.get("level") if isinstance(opt, dict) else None
     for key, value in ts.items():
         if key in ("skip_transpilation", "optimization_settings") or value is None:
             continue  # no server-side transpilation any more: circuits must be ISA already
@@ -203,6 +209,7 @@ def _transpilation(program: str, params: dict[str, Any], options: dict[str, Any]
             continue
         raise _unsupported(program, f"transpilation_settings.{key}",
                            "the new API does not transpile; transpile locally with qiskit")  # fmt: skip
+    return level if isinstance(level, int) else None, bool(ts.get("skip_transpilation"))
 
 
 def _run_options(program: str, params: dict[str, Any], options: dict[str, Any]) -> int | None:
@@ -279,14 +286,15 @@ def _sampler(params: dict[str, Any]) -> tuple[list[Any], dict[str, Any], Transla
     indices = _indices("sampler", params, "circuit_indices", len(circuits), None)
     values = _values("sampler", params, len(indices))
     options: dict[str, Any] = {}
-    _transpilation("sampler", params, options)
+    level, skip = _transpilation("sampler", params, options)
     _resilience("sampler", params, options)
     shots = _run_options("sampler", params, options)
     _extras("sampler", params, options)
     if shots is not None:
         options["default_shots"] = shots
     pubs = [[circuits[i], encode_ndarray(values[k]), shots] for k, i in enumerate(indices)]
-    tr = Translation("sampler", "sampler", _experiments(circuits, indices, shots), shots=shots)
+    tr = Translation("sampler", "sampler", _experiments(circuits, indices, shots), shots=shots,
+                     optimization_level=level, skip_transpilation=skip)  # fmt: skip
     return pubs, options, tr
 
 
@@ -303,7 +311,7 @@ def _estimator(params: dict[str, Any]) -> tuple[list[Any], dict[str, Any], Trans
         raise BadRequest("program 'estimator': one observable per circuit is needed", code="invalid_program_input")
     values = _values("estimator", params, len(cidx))
     options: dict[str, Any] = {}
-    _transpilation("estimator", params, options)
+    level, skip = _transpilation("estimator", params, options)
     _resilience("estimator", params, options)
     shots = _run_options("estimator", params, options)
     _extras("estimator", params, options)
@@ -311,7 +319,8 @@ def _estimator(params: dict[str, Any]) -> tuple[list[Any], dict[str, Any], Trans
         options["default_shots"] = shots
     terms = [observable_terms(o, f"observable {j}") for j, o in enumerate(observables)]
     pubs = [[circuits[i], terms[oidx[k]], encode_ndarray(values[k]), None] for k, i in enumerate(cidx)]
-    tr = Translation("estimator", "estimator", _experiments(circuits, cidx, shots), shots=shots)
+    tr = Translation("estimator", "estimator", _experiments(circuits, cidx, shots), shots=shots,
+                     optimization_level=level, skip_transpilation=skip)  # fmt: skip
     return pubs, options, tr
 
 
@@ -352,5 +361,5 @@ def _runner(program: str, params: dict[str, Any]) -> tuple[list[Any], dict[str, 
     empty = encode_ndarray(np.zeros(0))
     pubs = [[c, empty, shots] for c in circuits]
     tr = Translation(program, "sampler", _experiments(circuits, list(range(len(circuits))), shots),
-                     memory=memory, shots=shots, header=header)  # fmt: skip
+                     memory=memory, shots=shots, header=header, optimization_level=1)  # fmt: skip
     return pubs, options, tr

@@ -42,6 +42,7 @@ def em() -> Iterator[EmulatorHandle]:
 @pytest.fixture(scope="module")
 def px(em: EmulatorHandle) -> Iterator[Running]:
     running = start_proxy(settings(em))
+    running.app.pipeline.programs.can_transpile = False  # circuits pass as sent (test_isa.py: the extra)
     yield running
     running.server.stop()
 
@@ -142,7 +143,8 @@ def test_a_restarted_proxy_still_rebuilds_the_answer(c: httpx.Client, em: Emulat
 
 
 def test_job_type_of_a_v2_job_stays_gone(c: httpx.Client, em: EmulatorHandle) -> None:
-    v2 = {"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [], "version": 2}}
+    circuit = V1[0]["params"]["circuits"][0]
+    v2 = {"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [[circuit, None, 10]], "version": 2}}
     job_id = submit(c, v2, PROVIDER)
     r = c.get(f"/runtime/facade/v1/jobs/{job_id}/type", headers=PROVIDER)
     assert r.status_code == 410
@@ -219,3 +221,30 @@ def test_fixture_result_shapes_match_the_sdk_fixture() -> None:
     pub_ours = ours["__value__"]["pub_results"][0]["__value__"]["data"]["__value__"]
     assert set(pub_real) == set(pub_ours)
     assert set(pub_real["fields"]["meas"]["__value__"]) == set(pub_ours["fields"]["meas"]["__value__"])
+
+
+def test_an_isa_failure_of_a_translated_job_names_the_transpile_extra(c: httpx.Client, em: EmulatorHandle) -> None:
+    job_id = submit(c, V1[0], R20)
+    reason = "The instruction h on qubits (0,) is not supported by the target. Error code 1517."
+    em.state.set_job_status(job_id, "Failed", reason=reason, reason_code=1517)
+    state = c.get(f"/runtime/jobs/{job_id}", headers=R20).json()["state"]
+    assert state["reason"].startswith(reason)
+    assert "qiskit-classic-proxy[transpile]" in state["reason"] and "sampler job was translated" in state["reason"]
+
+
+def test_other_failures_are_left_as_they_are(c: httpx.Client, em: EmulatorHandle) -> None:
+    job_id = submit(c, V1[0], R20)
+    em.state.set_job_status(job_id, "Failed", reason="Out of memory", reason_code=1305)
+    assert c.get(f"/runtime/jobs/{job_id}", headers=R20).json()["state"]["reason"] == "Out of memory"
+
+
+def test_results_of_a_v2_job_cost_one_cheap_lookup_once(c: httpx.Client, em: EmulatorHandle) -> None:
+    circuit = V1[0]["params"]["circuits"][0]
+    v2 = {"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [[circuit, None, 10]], "version": 2}}
+    job_id = submit(c, v2, R20)
+    em.clear()
+    for _ in range(2):
+        assert c.get(f"/runtime/jobs/{job_id}/results", headers=R20).status_code == 200
+    paths = [(r["path"], r["query"]) for r in em.api_requests()]
+    lookups = [p for p in paths if p[0] == f"/api/v1/jobs/{job_id}"]
+    assert len(lookups) == 1 and lookups[0][1].get("exclude_params") in (["true"], "true")
