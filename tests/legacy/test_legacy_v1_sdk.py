@@ -20,7 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+
+from proxy.emulator import results
 
 from ..conftest import EmulatorHandle, Running, proxy_settings, start_emulator, start_proxy
 
@@ -121,12 +124,21 @@ def test_without_the_translation_the_same_driver_fails(
             assert "1513" in steps[name]["error"], steps[name]["error"]
 
 
+def bell_like_answer(pubs: int, shots: int) -> bytes:
+    """A SamplerV2 result of `pubs` pubs, register "c" of 2 bits, half 00 and half 11, in the new API's encoding."""
+    bits = np.array([[0], [3]] * (shots // 2), dtype=np.uint8)
+    field = {"__type__": "BitArray", "__value__": {"array": results.nd(bits), "num_bits": 2}}
+    pub = {"__type__": "SamplerPubResult",
+           "__value__": {"data": results.databin({"c": field}, ()), "metadata": {"circuit_metadata": {}}}}  # fmt: skip
+    return results.primitive_result([pub] * pubs)
+
+
 def test_a_canned_upstream_answer_fails_the_statevector_checks(
     python: str, emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
-    """The emulator answers every sampler job with the reference Bell result instead of simulating:
+    """Every sampler job answered with two Bell-like pubs of the right layout instead of simulated:
     the parametrized circuit's distributions then differ from the statevector and the steps fail."""
-    emulator.state.config.results["sampler"] = (HERE.parent / "data" / "sampler_v2_result.json").read_bytes()
+    emulator.state.config.results["sampler"] = bell_like_answer(2, 4000)
     proxy = start_proxy(proxy_settings(emulator.url))
     try:
         doc, log = drive(python, proxy, tmp_path / "canned.json")
