@@ -107,6 +107,10 @@ def restore_job(job: dict[str, Any]) -> dict[str, Any]:
         job["program"] = {"id": mark[0]}
     if "program_id" in job:
         job["program_id"] = mark[0]
+    params = job.get("params")
+    if isinstance(params, dict) and isinstance(params.get("pubs"), list) and "circuits" not in params:
+        # qiskit-ibm-provider's job.circuits() and V1 job.inputs read params["circuits"].
+        params["circuits"] = [p[0] for p in params["pubs"] if isinstance(p, list) and p]
     return job
 
 

@@ -67,3 +67,9 @@ def test_only_clients_that_had_v1_primitives_get_large_bodies_parsed() -> None:
     assert may_be_v1(call("qiskit_ibm_runtime-0.20.0", (0, 20, 0)))
     assert not may_be_v1(call("qiskit_ibm_runtime-0.40.1", (0, 40, 1)))
     assert may_be_v1(call())
+
+
+def test_restored_params_list_the_circuits_for_old_readers() -> None:
+    c1 = {"__type__": "QuantumCircuit", "__value__": "x"}
+    job = {"tags": [MARKER + "circuit-runner"], "params": {"pubs": [[c1, None, 10]], "version": 2}}
+    assert restore_job(job)["params"]["circuits"] == [c1]
