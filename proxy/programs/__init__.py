@@ -249,6 +249,9 @@ class Programs:
     def _results(call: Call, status: int, data: bytes) -> tuple[int, bytes]:
         tr = call.program
         assert isinstance(tr, Translation)
+        doc = _load(data) if status != 204 and data.strip() else None
+        if not isinstance(doc, dict) or ("pub_results" not in doc and not isinstance(doc.get("__value__"), dict)):
+            return status, data  # no result yet, or a failure text: as the new API said it
         call.action = ACTION
         try:
             return status, rebuild(tr, data, call.params.get("job_id", ""))

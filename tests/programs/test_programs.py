@@ -248,3 +248,17 @@ def test_results_of_a_v2_job_cost_one_cheap_lookup_once(c: httpx.Client, em: Emu
     paths = [(r["path"], r["query"]) for r in em.api_requests()]
     lookups = [p for p in paths if p[0] == f"/api/v1/jobs/{job_id}"]
     assert len(lookups) == 1 and lookups[0][1].get("exclude_params") in (["true"], "true")
+
+
+def test_results_of_a_failed_translated_job_pass_as_the_new_api_said(c: httpx.Client, em: EmulatorHandle) -> None:
+    job_id = submit(c, RUNNER, PROVIDER)
+    em.state.set_job_status(job_id, "Failed", reason="Out of memory", reason_code=1305)
+    r = c.get(f"/runtime/jobs/{job_id}/results", headers=PROVIDER)
+    assert r.status_code < 500 and "Out of memory" in r.text
+
+
+def test_a_malformed_primitive_result_is_a_502_not_a_traceback(c: httpx.Client, em: EmulatorHandle) -> None:
+    em.state.config.results["sampler"] = b'{"__type__": "PrimitiveResult", "__value__": {"pub_results": [{}]}}'
+    job_id = submit(c, RUNNER, PROVIDER)
+    r = c.get(f"/runtime/jobs/{job_id}/results", headers=PROVIDER)
+    assert r.status_code == 502 and r.json()["errors"][0]["code"] == "result_translation_failed"
