@@ -112,6 +112,7 @@ class RoutePlan:
     deprecation: datetime
     sunset: datetime | None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    programs: str = "translate"  # job submissions: V1 programs translated to V2, or refused (#12)
 
     @property
     def state(self) -> str:
@@ -130,6 +131,8 @@ class RoutePlan:
         return None
 
     def describe_policy(self) -> str:
+        if self.programs != "translate" and self.policy != "brownout":
+            return f"{self.policy}; V1 programs refused"
         if self.policy != "brownout":
             return self.policy
         parts = []
@@ -150,6 +153,7 @@ class RoutePlan:
             "deprecation": iso(self.deprecation),
             "sunset": iso(self.sunset),
             "move_to": move_to(self.route),
+            "programs": self.programs,
         }
 
 
@@ -197,7 +201,12 @@ def build_plans(settings: Settings, table: RouteTable) -> dict[str, RoutePlan]:
             deprecation=_aware(dep),
             sunset=_aware(sunset) if sunset else None,
             headers=_route_headers(dep, sunset, guide),
+            programs=pol.programs,
         )
+    for key, plan in plans.items():
+        action = plan.route.action
+        if plan.programs != "translate" and not (isinstance(action, Forward) and action.creates):
+            raise ConfigError(f"QCP_ROUTES (routes.{key}.programs): only job submissions translate programs")
     return plans
 
 

@@ -262,3 +262,15 @@ def test_a_malformed_primitive_result_is_a_502_not_a_traceback(c: httpx.Client, 
     job_id = submit(c, RUNNER, PROVIDER)
     r = c.get(f"/runtime/jobs/{job_id}/results", headers=PROVIDER)
     assert r.status_code == 502 and r.json()["errors"][0]["code"] == "result_translation_failed"
+
+
+def test_the_programs_policy_is_shown_and_checked() -> None:
+    from proxy.classic.routes import RouteTable
+    from proxy.config import ConfigError, load_settings
+    from proxy.phaseout.policy import build_plans
+
+    plans = build_plans(load_settings(None, usage_db="", routes={"POST /jobs": {"programs": "refuse"}}), RouteTable())
+    assert plans["POST /jobs"].describe_policy() == "translate; V1 programs refused"
+    assert plans["POST /jobs"].as_dict()["programs"] == "refuse"
+    with pytest.raises(ConfigError, match="only job submissions"):
+        build_plans(load_settings(None, usage_db="", routes={"GET /jobs": {"programs": "refuse"}}), RouteTable())
