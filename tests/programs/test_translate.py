@@ -169,3 +169,14 @@ def test_fixture_sources_are_named() -> None:
 def test_the_translated_body_is_plain_json() -> None:
     out, _ = translate_submission(copy.deepcopy(EST_BELL))
     assert json.loads(json.dumps(out)) == out
+
+
+def test_the_last_v1_shape_from_runtime_0_23_translates_too() -> None:
+    bodies = submissions("trace-qiskit-ibm-runtime-0.23.0-v1.jsonl")
+    assert [b["program_id"] for b in bodies] == ["sampler"] * 3 + ["estimator"] * 2 + ["sampler", "estimator"]
+    for body in bodies:
+        out, tr = translate_submission(copy.deepcopy(body))
+        assert out["params"]["version"] == 2 and len(out["params"]["pubs"]) == len(tr.experiments) >= 1
+        assert all(e.circuit is not None and e.circuit.num_qubits == 5 for e in tr.experiments)  # ISA: 5 qubits
+        if body["program_id"] == "estimator":
+            assert all(len(label) == 5 for pub in out["params"]["pubs"] for label in pub[1])
