@@ -190,9 +190,7 @@ class Programs:
             if status != 200 or conf is None or not conf.get("basis_gates") or not conf.get("n_qubits"):
                 return doc  # the new API's own answer to the submission will say what is wrong
             self.configurations[backend] = conf
-        from . import isa
-
-        await asyncio.to_thread(isa.transpile_pubs, doc, tr, conf)
+        await asyncio.to_thread(_transpile, doc, tr, conf)
         return doc
 
     @staticmethod
@@ -306,6 +304,13 @@ class Programs:
 
 def _ok(call: Call, status: int) -> bool:
     return 200 <= status < 300
+
+
+def _transpile(doc: dict[str, Any], tr: Translation, conf: dict[str, Any]) -> int:
+    """In a worker thread: qiskit's first import takes seconds, transpiling is CPU work."""
+    from . import isa
+
+    return isa.transpile_pubs(doc, tr, conf)
 
 
 def _always(call: Call, status: int) -> bool:
