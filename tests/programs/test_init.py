@@ -29,6 +29,7 @@ def test_isa_hint_only_for_isa_refusals() -> None:
     assert "qiskit-classic-proxy[transpile]" in (isa_hint("estimator", "circuit is not ISA") or "")
     assert isa_hint("sampler", "anything", 1517) is not None
     assert isa_hint("sampler", "Job cancelled by user", 1400) is None
+    assert isa_hint("sampler", "the backend is disabled", 1400) is None  # no ISA inside words
 
 
 def test_a_refused_translated_submission_names_the_extra() -> None:
