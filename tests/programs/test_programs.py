@@ -211,6 +211,7 @@ def test_explain_shows_the_v2_body_of_a_v1_submission() -> None:
     assert x["outcome"] == "translate_program"
     sent = x["upstream"]["body"]
     assert sent["program_id"] == "sampler" and sent["params"]["version"] == 2 and len(sent["params"]["pubs"]) == 1
+    assert any("circuit-runner job: translated to the sampler" in n for n in x["notes"])
 
 
 def test_fixture_result_shapes_match_the_sdk_fixture() -> None:
