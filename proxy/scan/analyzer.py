@@ -114,8 +114,9 @@ def classic_paths(text: str, method: str | None = None) -> list[tuple[bool, str,
 
 
 def _new_api(keys: list[str]) -> str:
+    """"new API: GET /v1/jobs | POST /v1/jobs" for the matched Classic routes."""
     by_key = {r.key: r for r in _TABLE.routes}
-    return "; ".join(f"{k} -> {move_to(by_key[k])}" for k in keys[:3])
+    return "new API: " + " | ".join(dict.fromkeys(move_to(by_key[k]) for k in keys[:4]))
 
 
 def suppressed(line_text: str, code: str) -> bool:
@@ -480,7 +481,7 @@ class _PythonScan(ast.NodeVisitor):
                 self.add(node, "QCP105", f"{path} ({_new_api(keys)})" if keys else path,
                          routes=keys or None)
             else:
-                self.add(node, "QCP306", f"{path} -> {_new_api(keys)}", routes=keys)
+                self.add(node, "QCP306", f"{path} ({_new_api(keys)})", routes=keys)
 
 
 def _creg_name(tree: ast.AST) -> str | None:
@@ -554,7 +555,7 @@ def scan_shell(text: str, path: str, cell: int | None = None) -> list[Finding]:
             if classic_host:
                 detail = f"{p} ({_new_api(keys)})" if keys else p
             else:
-                detail = f"{p} -> {_new_api(keys)}"
+                detail = f"{p} ({_new_api(keys)})"
             found.append(Finding(path, n, col, code, f"{BY_CODE[code].message}: {detail}",
                                  tuple(keys) if keys or not classic_host else BY_CODE[code].routes, n, col, cell))
         if '"program_id"' in line:
