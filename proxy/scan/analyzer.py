@@ -15,7 +15,7 @@ import ast
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
@@ -78,6 +78,7 @@ _CLASSIC_HOST = re.compile(
 _URL_OR_PATH = re.compile(r"(?:https?://(?P<host>[A-Za-z0-9.\-]+)(?::\d+)?)?(?P<path>(?:/[A-Za-z0-9_{}\-.~%:@]+)+/?)")
 #: Paths that only the Classic surface has (unprefixed paths like "/jobs" are too common to flag).
 _CLASSIC_ONLY = ("/facade/", "/users/", "/Network", "/logout", "/auth/validate", "/analytics/", "/workloads/")
+_NEW_API_HOSTS = {"quantum.cloud.ibm.com", "iam.cloud.ibm.com"}
 _SUPPRESS = re.compile(r"#\s*qcp:\s*ignore(?:\[(?P<codes>[A-Z0-9,\s]+)\])?", re.IGNORECASE)
 _STRING = re.compile(r"(?s)([rRuU]*)('''|\"\"\"|'|\")(.*)\2")
 _HGP = re.compile(r"^[\w.\-]+/[\w.\-]+/[\w.\-]+$")
@@ -95,7 +96,7 @@ def classic_paths(text: str, method: str | None = None) -> list[tuple[bool, str,
     for m in _URL_OR_PATH.finditer(text.replace("{}", "{x}")):
         host, path = m.group("host") or "", m.group("path")
         classic_host = bool(host and _CLASSIC_HOST.search(host))
-        if host and not classic_host:
+        if host in _NEW_API_HOSTS:
             continue
         path = path.split("?", 1)[0]
         prefixed = False
@@ -105,7 +106,10 @@ def classic_paths(text: str, method: str | None = None) -> list[tuple[bool, str,
                 break
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
-        if not (prefixed or classic_host or path.startswith(_CLASSIC_ONLY) or path.endswith("/extended")):
+        classic_only = path.startswith(_CLASSIC_ONLY) or path.endswith("/extended")
+        if host and not classic_host and not (classic_only or m.group("path").startswith("/runtime/")):
+            continue  # another service's /api/...: only Classic-only paths (or /runtime/) through a proxy count
+        if not (prefixed or classic_host or classic_only):
             continue
         keys = [r.key for r in _TABLE.routes if r.regex.match(path) and (method is None or r.method == method)]
         if keys or classic_host:
@@ -532,8 +536,48 @@ def notebook_cells(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def _blank_magics(src: str) -> str:
-    return "\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in src.split("\n"))
+def blank_magics(src: str) -> str:
+    """IPython magics and shell escapes become comments of the same length (offsets stay valid)."""
+    if src.lstrip().startswith("%%"):
+        return "\n".join("#" + ln[1:] if ln else ln for ln in src.split("\n"))
+    out = []
+    for ln in src.split("\n"):
+        body = ln.lstrip()
+        if body.startswith(("%", "!")):
+            ln = ln[: len(ln) - len(body)] + "#" + body[1:]
+        out.append(ln)
+    return "\n".join(out)
+
+
+def _scan_notebook(text: str, shown: str, pins: dict[str, SpecifierSet]) -> list[Finding]:
+    """All code cells as one program (names flow between cells), findings mapped back to cells."""
+    cells = notebook_cells(text)
+    found: list[Finding] = []
+    joined, starts, offsets = "", [], []  # per cell: first line (1-based) and first character offset
+    for _idx, src in cells:
+        starts.append(joined.count("\n") + 1)
+        offsets.append(len(joined))
+        joined += blank_magics(src) + "\n"
+    try:
+        whole = scan_python(joined, shown, pins)
+    except SyntaxError:
+        whole = None
+    if whole is None:  # one cell is not Python: scan cell by cell
+        for idx, src in cells:
+            try:
+                found += scan_python(blank_magics(src), shown, pins, idx)
+            except SyntaxError:
+                pass
+    else:
+        for f in whole:
+            i = max(k for k, first in enumerate(starts) if first <= f.line)
+            shift = starts[i] - 1
+            edits = tuple(Edit(e.start - offsets[i], e.end - offsets[i], e.text) for e in f.edits)
+            found.append(replace(f, line=f.line - shift, end_line=max(f.end_line - shift, 1), cell=cells[i][0],
+                                 edits=edits))
+    for idx, src in cells:
+        found += [f for f in scan_shell(src, shown, idx) if _is_shell_line(src, f.line)]
+    return found
 
 
 def scan_shell(text: str, path: str, cell: int | None = None) -> list[Finding]:
@@ -600,14 +644,7 @@ def scan_paths(paths: list[Path], enabled: set[str] | None = None, *, base: Path
 
 def _scan_text(file: Path, text: str, shown: str, pins: dict[str, SpecifierSet]) -> list[Finding]:
     if file.suffix in NOTEBOOK:
-        found = []
-        for idx, src in notebook_cells(text):
-            try:
-                found += scan_python(_blank_magics(src), shown, pins, idx)
-            except SyntaxError:
-                pass  # a cell that is not Python (a %%bash cell): scanned as shell below
-            found += [f for f in scan_shell(src, shown, idx) if _is_shell_line(src, f.line)]
-        return found
+        return _scan_notebook(text, shown, pins)
     if file.suffix in SHELL:
         return scan_shell(text, shown)
     if file.suffix in PYTHON:

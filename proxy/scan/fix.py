@@ -12,10 +12,11 @@ import difflib
 import json
 import subprocess
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .analyzer import Edit, Finding
+from .analyzer import Edit, Finding, blank_magics
 
 
 class FixError(RuntimeError):
@@ -62,7 +63,7 @@ def _add_imports(source: str, imports: list[str]) -> str:
     if not missing:
         return source
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(blank_magics(source))  # notebook cells: magics parse as comments
     except SyntaxError:
         return source
     lines = source.splitlines(keepends=True)
@@ -92,7 +93,7 @@ def _add_imports(source: str, imports: list[str]) -> str:
 
 def _has_import(source: str, imp: str) -> bool:
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(blank_magics(source))
     except SyntaxError:
         return imp in source
     want = ast.parse(imp).body[0]
@@ -125,7 +126,7 @@ def plan_fixes(findings: list[Finding], files: dict[str, Path]) -> list[FileFix]
     return out
 
 
-def _fix_source(source: str, items: list[Finding]) -> tuple[str, set[str]]:
+def _fix_source(source: str, items: list[Finding], with_imports: bool = True) -> tuple[str, set[str]]:
     edits: list[Edit] = []
     owner: list[str] = []
     imports: list[str] = []
@@ -133,7 +134,7 @@ def _fix_source(source: str, items: list[Finding]) -> tuple[str, set[str]]:
         edits += f.edits
         owner += [f.code] * len(f.edits)
         imports += f.imports
-    after, applied = apply_edits(source, edits, imports)
+    after, applied = apply_edits(source, edits, imports if with_imports else [])
     return after, {owner[i] for i in applied}
 
 
@@ -144,13 +145,22 @@ def _fix_notebook(text: str, items: list[Finding]) -> tuple[str, set[str]]:
     for f in items:
         if f.cell is not None:
             by_cell[f.cell].append(f)
-    for idx, cell_items in by_cell.items():
+    def edit_cell(idx: int, change: Callable[[str], str]) -> None:
         cell = nb["cells"][idx - 1]
         src = cell.get("source", "")
-        joined = "".join(src) if isinstance(src, list) else src
-        after, codes = _fix_source(joined, cell_items)
-        fixed |= codes
+        after = change("".join(src) if isinstance(src, list) else src)
         cell["source"] = after.splitlines(keepends=True) if isinstance(src, list) else after
+
+    for idx, cell_items in by_cell.items():
+        def fix(text: str, cell_items: list[Finding] = cell_items) -> str:
+            after, codes = _fix_source(text, cell_items, with_imports=False)
+            fixed.update(codes)
+            return after
+        edit_cell(idx, fix)
+    imports = [imp for f in items for imp in f.imports]
+    first = next((i for i, c in enumerate(nb["cells"], start=1) if c.get("cell_type") == "code"), None)
+    if imports and first is not None:  # a notebook's imports go in its first code cell
+        edit_cell(first, lambda text: _add_imports(text, imports))
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n", fixed
 
 

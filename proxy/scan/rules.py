@@ -49,7 +49,7 @@ RULES: tuple[Rule, ...] = (
         "QCP101", "channel-ibm-quantum",
         'channel="ibm_quantum" names the retired IBM Quantum Platform Classic',
         "the synthesized Classic login (POST /users/loginWithToken) and every Classic route",
-        'use channel="ibm_quantum_platform" (qiskit-ibm-runtime >= 0.41) with an IBM Cloud API key as token '
+        'use channel="ibm_quantum_platform" (qiskit-ibm-runtime >= 0.40) with an IBM Cloud API key as token '
         "and the instance CRN as instance",
         routes=(ANY_ROUTE,), sdk=RUNTIME, level="error",
     ),
