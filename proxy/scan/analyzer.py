@@ -392,12 +392,13 @@ class _PythonScan(ast.NodeVisitor):
 
     def _attribute_call(self, node: ast.Call, f: ast.Attribute) -> None:
         if f.attr == "run" and self._is_backend(f.value):
-            edits: list[Edit] = []
-            if node.args:
-                first = node.args[0]
-                pubs = self.src(first) if isinstance(first, ast.List | ast.Tuple) else f"[{self.src(first)}]"
-                rest = [self.src(a) for a in node.args[1:]] + [self.src(k) for k in node.keywords]
-                edits = [self.replace(node, f"SamplerV2(mode={self.src(f.value)}).run({', '.join([pubs, *rest])})")]
+            # backend.run(c, shots=n) -> SamplerV2(mode=backend).run([c], shots=n): insertions only, so
+            # edits inside the receiver or the arguments (other rules) still apply.
+            r0, r1 = self.off.span(f.value)
+            edits: list[Edit] = [Edit(r0, r0, "SamplerV2(mode="), Edit(r1, r1, ")")]
+            if node.args and not isinstance(node.args[0], ast.List | ast.Tuple):
+                a0, a1 = self.off.span(node.args[0])
+                edits += [Edit(a0, a0, "["), Edit(a1, a1, "]")]
             imports = ["from qiskit_ibm_runtime import SamplerV2"]
             self.add(node, "QCP203", f"{self.src(f.value)}.run(...)", edits, imports)
         elif f.attr == "run" and isinstance(f.value, ast.Name) and f.value.id in self.v1_prims and node.args:
@@ -406,16 +407,18 @@ class _PythonScan(ast.NodeVisitor):
                 kw.arg in ("parameter_values", "circuit_indices") for kw in node.keywords
             ):
                 # V2 takes a list of pubs; a single circuit becomes a one-pub list (part of QCP201's fix).
-                self.add(node, "QCP201", "V1 run(circuit) becomes run([circuit])",
-                         [self.replace(first, f"[{self.src(first)}]")])
+                a0, a1 = self.off.span(first)
+                wrap = [Edit(a0, a0, "["), Edit(a1, a1, "]")]
+                self.add(node, "QCP201", "V1 run(circuit) becomes run([circuit])", wrap)
         elif f.attr == "get_counts" and self._is_result(f.value):
             receiver = f.value
             index = "0"
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, int):
                 index = str(node.args[0].value)
             edits = []
-            if self.creg and (not node.args or index != "0" or isinstance(node.args[0], ast.Constant)):
-                edits = [self.replace(node, f"{self.src(receiver)}[{index}].data.{self.creg}.get_counts()")]
+            if self.creg and (not node.args or isinstance(node.args[0], ast.Constant)):
+                end = self.off.span(receiver)[1]
+                edits = [Edit(end, self.off.span(node)[1], f"[{index}].data.{self.creg}.get_counts()")]
             self.add(node, "QCP304", edits=edits)
         elif f.attr == "usage" and not node.args and self._is_provider(f.value):
             self.add(node, "QCP305")
@@ -438,8 +441,8 @@ class _PythonScan(ast.NodeVisitor):
             self._handled.add(id(v))
             edits = []
             if self.creg:
-                new = f"{self.src(v.value)}[{self.src(node.slice)}].data.{self.creg}.get_counts()"
-                edits = [self.replace(node, new)]
+                end = self.off.span(v.value)[1]
+                edits = [Edit(end, self.off.span(node)[1], f"[{self.src(node.slice)}].data.{self.creg}.get_counts()")]
             self.add(v, "QCP303", edits=edits)
         self.generic_visit(node)
 

@@ -50,7 +50,8 @@ def apply_edits(source: str, edits: list[Edit], imports: list[str]) -> tuple[str
         taken.append((e.start, e.end))
         applied.add(i)
     out = source
-    for i in sorted(applied, key=lambda i: edits[i].start, reverse=True):
+    # Back to front; at one position the wider edit first, so an insertion lands before its text.
+    for i in sorted(applied, key=lambda i: (edits[i].start, edits[i].end), reverse=True):
         e = edits[i]
         out = out[: e.start] + e.text + out[e.end:]
     return _add_imports(out, imports), applied
