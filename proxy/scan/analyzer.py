@@ -151,6 +151,11 @@ class _Offsets:
         return self.at(node.lineno, node.col_offset), self.at(node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined, arg-type]
 
 
+def _chars(line: str, col_bytes: int) -> int:
+    """ast columns count UTF-8 bytes; editors and SARIF count characters."""
+    return len(line.encode("utf-8")[:col_bytes].decode("utf-8", "replace"))
+
+
 def _qual_names(tree: ast.AST) -> dict[str, str]:
     names: dict[str, str] = {}
     for node in ast.walk(tree):
@@ -285,11 +290,15 @@ class _PythonScan(ast.NodeVisitor):
         if suppressed(text, code):
             return
         rule = BY_CODE[code]
+        col = _chars(text, getattr(node, "col_offset", 0)) + 1
+        end_line = getattr(node, "end_lineno", line) or line
+        end_text = self.lines[end_line - 1] if 0 < end_line <= len(self.lines) else ""
+        end_col = _chars(end_text, getattr(node, "end_col_offset", 0) or 0) + 1
         self.found.append(Finding(
-            self.path, line, getattr(node, "col_offset", 0) + 1, code,
+            self.path, line, col, code,
             rule.message + (f": {detail}" if detail else ""),
             tuple(routes) if routes is not None else rule.routes,
-            getattr(node, "end_lineno", line) or line, (getattr(node, "end_col_offset", 0) or 0) + 1,
+            end_line, end_col,
             self.cell, tuple(edits), tuple(imports),
         ))
 
