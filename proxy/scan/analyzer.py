@@ -68,6 +68,8 @@ class ScanResult:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, why it was not scanned)
     #: Per scanned file with pins: {"qiskit-ibm-runtime": "==0.20.0", ...}
     pins: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Per scanned Python file or notebook: the IBM SDKs it imports ("qiskit_ibm_runtime", ...).
+    sdks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- text patterns
@@ -79,6 +81,7 @@ _URL_OR_PATH = re.compile(r"(?:https?://(?P<host>[A-Za-z0-9.\-]+)(?::\d+)?)?(?P<
 #: Paths that only the Classic surface has (unprefixed paths like "/jobs" are too common to flag).
 _CLASSIC_ONLY = ("/facade/", "/users/", "/Network", "/logout", "/auth/validate", "/analytics/", "/workloads/")
 _NEW_API_HOSTS = {"quantum.cloud.ibm.com", "iam.cloud.ibm.com"}
+_SDK_IMPORT = re.compile(r'(?:^|")[ \t]*(?:from|import)[ \t]+(qiskit_ibm_runtime|qiskit_ibm_provider)\b', re.M)
 _SUPPRESS = re.compile(r"#\s*qcp:\s*ignore(?:\[(?P<codes>[A-Z0-9,\s]+)\])?", re.IGNORECASE)
 _STRING = re.compile(r"(?s)([rRuU]*)('''|\"\"\"|'|\")(.*)\2")
 _HGP = re.compile(r"^[\w.\-]+/[\w.\-]+/[\w.\-]+$")
@@ -651,6 +654,8 @@ def scan_paths(paths: list[Path], enabled: set[str] | None = None, *, base: Path
                 result.errors.append((shown, f"cannot parse: {exc.__class__.__name__}"))
                 continue
             result.findings += [f for f in found if enabled is None or f.code in enabled]
+            if file.suffix in PYTHON or file.suffix in NOTEBOOK:
+                result.sdks[shown] = tuple(sorted(set(_SDK_IMPORT.findall(text))))
     return result
 
 

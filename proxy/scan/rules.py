@@ -14,6 +14,8 @@ ANY_ROUTE = "*"
 
 RUNTIME = "qiskit_ibm_runtime"
 PROVIDER = "qiskit_ibm_provider"
+#: `Rule.sdk` for patterns that only an SDK call produces: the SDKs the file imports.
+IMPORTED = "imported"
 
 #: The last qiskit-ibm-runtime release whose `Sampler`/`Estimator` are the V1 primitives.
 LAST_V1_RUNTIME = (0, 27)
@@ -31,7 +33,7 @@ class Rule:
     relies_on: str
     fix: str
     routes: tuple[str, ...] = ()
-    #: The SDK whose traffic this code produces ("" = any caller).
+    #: The SDK whose traffic this code produces ("" = any caller, IMPORTED = an SDK the file imports).
     sdk: str = ""
     #: Traffic from newer clients than this cannot come from this code (None = any version).
     max_client: tuple[int, ...] | None = None
@@ -72,7 +74,7 @@ RULES: tuple[Rule, ...] = (
         "hub/group/project (or instance=\"hub/group/project\") no longer names an instance",
         "the proxy's hub/group/project -> Service-CRN table ([instances] in the config)",
         "pass the instance CRN (crn:v1:bluemix:public:quantum-computing:...) as instance=",
-        routes=(ANY_ROUTE,),
+        routes=(ANY_ROUTE,), sdk=IMPORTED,
     ),
     Rule(
         "QCP105", "classic-url",

@@ -15,7 +15,7 @@ from packaging.specifiers import SpecifierSet
 
 from .analyzer import Finding, ScanResult
 from .project import admits
-from .rules import ANY_ROUTE, BY_CODE
+from .rules import ANY_ROUTE, BY_CODE, IMPORTED
 
 _CLIENT = re.compile(r"^(?P<sdk>[a-z_]+?)(?:-(?P<version>\d+(?:\.\d+)*))?$")
 _DIST = {"qiskit_ibm_runtime": "qiskit-ibm-runtime", "qiskit_ibm_provider": "qiskit-ibm-provider"}
@@ -30,13 +30,20 @@ def parse_client(client: str) -> tuple[str, tuple[int, ...]]:
     return m.group("sdk"), tuple(int(p) for p in v.split(".")) if v else ()
 
 
-def explains(finding: Finding, endpoint: str, client: str, pins: dict[str, str]) -> bool:
+def explains(finding: Finding, endpoint: str, client: str, pins: dict[str, str],
+             sdks: tuple[str, ...] | None = None) -> bool:
+    """Could this finding's code have sent this request? (`sdks`: what the file imports; None = not Python.)"""
     rule = BY_CODE[finding.code]
     if endpoint not in finding.routes and ANY_ROUTE not in finding.routes:
         return False
     sdk, version = parse_client(client)
-    if rule.sdk and sdk != rule.sdk:
+    if rule.sdk == IMPORTED:
+        if sdks is not None and sdk not in sdks:
+            return False
+    elif rule.sdk and sdk != rule.sdk:
         return False
+    if sdks is not None and sdk in _DIST and sdk not in sdks:
+        return False  # an SDK's traffic comes from files that import it
     if rule.max_client is not None and version and version[:2] > rule.max_client[:2]:
         return False
     pin = pins.get(_DIST.get(sdk, ""))
@@ -50,7 +57,7 @@ def join(report: dict[str, Any], scan: ScanResult) -> dict[str, Any]:
     for row in report["in_use"]:
         hits = [
             (i, f) for i, f in enumerate(scan.findings)
-            if explains(f, row["endpoint"], row["client"], scan.pins.get(f.path, {}))
+            if explains(f, row["endpoint"], row["client"], scan.pins.get(f.path, {}), scan.sdks.get(f.path))
         ]
         for i, _ in hits:
             seen.setdefault(i, []).append(f"{row['endpoint']} ({row['client']})")
