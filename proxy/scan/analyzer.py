@@ -82,6 +82,11 @@ _URL_OR_PATH = re.compile(r"(?:https?://(?P<host>[A-Za-z0-9.\-]+)(?::\d+)?)?(?P<
 _CLASSIC_ONLY = ("/facade/", "/users/", "/Network", "/logout", "/auth/validate", "/analytics/", "/workloads/")
 _NEW_API_HOSTS = {"quantum.cloud.ibm.com", "iam.cloud.ibm.com"}
 _SDK_IMPORT = re.compile(r'(?:^|")[ \t]*(?:from|import)[ \t]+(qiskit_ibm_runtime|qiskit_ibm_provider)\b', re.M)
+#: Every rule needs one of these in the file's text (checked by tests/scan/test_rules.py's fixtures).
+_TRIGGERS = re.compile(
+    r"qiskit|IBMQ|quantum-computing|program_id|max_session_ttl|quasi_dists|/api|/runtime|/facade/|/users/"
+    r"|/Network|/logout|/auth/validate|/analytics/|/workloads/|/extended"
+)
 _SUPPRESS = re.compile(r"#\s*qcp:\s*ignore(?:\[(?P<codes>[A-Z0-9,\s]+)\])?", re.IGNORECASE)
 _STRING = re.compile(r"(?s)([rRuU]*)('''|\"\"\"|'|\")(.*)\2")
 _HGP = re.compile(r"^[\w.\-]+/[\w.\-]+/[\w.\-]+$")
@@ -204,6 +209,10 @@ class _PythonScan(ast.NodeVisitor):
         self._handled: set[int] = set()
         self._methods: dict[int, str] = {}
         self._provider_import_flagged = False
+        self._provider_called = any(
+            isinstance(n, ast.Call) and self.qual(n.func) == "qiskit_ibm_provider.IBMProvider"
+            for n in ast.walk(self.tree)
+        )
 
     # -- what names hold
     def qual(self, node: ast.AST) -> str | None:
@@ -334,8 +343,7 @@ class _PythonScan(ast.NodeVisitor):
                     edits = (Edit(start, end, ""),)
                 else:
                     edits = (self.replace(node, "from qiskit_ibm_runtime import QiskitRuntimeService"),)
-            if not any(isinstance(n, ast.Call) and self.qual(n.func) == "qiskit_ibm_provider.IBMProvider"
-                       for n in ast.walk(self.tree)) or edits:
+            if not self._provider_called or edits:
                 self.add(node, "QCP102", f"import from {mod}", edits)
                 self._provider_import_flagged = True
         if node.level == 0 and mod.startswith("qiskit_ibm_runtime"):
@@ -660,6 +668,8 @@ def scan_paths(paths: list[Path], enabled: set[str] | None = None, *, base: Path
 
 
 def _scan_text(file: Path, text: str, shown: str, pins: dict[str, SpecifierSet]) -> list[Finding]:
+    if not _TRIGGERS.search(text):
+        return []  # no rule can match: most files of a codebase end here, unparsed
     if file.suffix in NOTEBOOK:
         return _scan_notebook(text, shown, pins)
     if file.suffix in SHELL:

@@ -82,12 +82,13 @@ def test_notebook_cells_are_one_program_and_lines_are_per_cell(tmp_path: Path) -
 
 
 def test_unparsable_files_are_reported_not_raised(tmp_path: Path) -> None:
-    (tmp_path / "bad.py").write_text("def f(:\n")
-    (tmp_path / "bad.ipynb").write_text("{not json")
+    (tmp_path / "bad.py").write_text("import qiskit\ndef f(:\n")
+    (tmp_path / "bad.ipynb").write_text("{not json, qiskit")
     (tmp_path / "latin.py").write_bytes(b"x = '\xe9'\n")
-    (tmp_path / "deep.py").write_text("x = " + "(" * 5000 + ")" * 5000 + "\n")
+    (tmp_path / "deep.py").write_text("import qiskit\nx = " + "(" * 5000 + ")" * 5000 + "\n")
+    (tmp_path / "skipped.py").write_text("def f(:\n")  # no rule could match: not even parsed
     result = scan_paths([tmp_path], base=tmp_path)
-    assert result.files == 4
+    assert result.files == 5
     assert sorted(p for p, _ in result.errors) == ["bad.ipynb", "bad.py", "deep.py", "latin.py"]
     assert result.findings == []
 
