@@ -28,7 +28,7 @@ def test_json_lists_the_known_findings_of_the_fixture_tree() -> None:
     doc = json.loads(r.stdout)
     got = [[f["path"], f["cell"], f["line"], f["code"]] for f in doc["findings"]]
     assert sorted(got, key=str) == sorted(json.loads(EXPECTED.read_text()), key=str)
-    assert doc["errors"] == [{"path": "lab/lab/broken.py", "error": "syntax error at line 1: invalid syntax"}]
+    assert doc["errors"] == [{"path": "lab/lab/broken.py", "error": "syntax error at line 4: invalid syntax"}]
     assert doc["files_scanned"] == 6
     assert doc["summary"]["findings"] == len(got)
 
