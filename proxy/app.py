@@ -19,6 +19,7 @@ from .errors import ProxyError
 from .ops import OPS_PREFIXES, build_ops_app
 from .phaseout.policy import PhaseOut
 from .pipeline import Pipeline
+from .upstream import egress
 from .upstream.client import Upstream
 from .upstream.iam import TokenProvider
 
@@ -44,6 +45,7 @@ class ProxyApp:
         self.pipeline = Pipeline(settings, self.table, self.phaseout)
         self._transport = transport
         self._iam_transport = iam_transport
+        self._iam_client: httpx.AsyncClient | None = None
         self.ops = build_ops_app(self)
 
     @property
@@ -61,9 +63,11 @@ class ProxyApp:
         s = self.settings
         upstream = Upstream(s, transport=self._transport)
         key = s.api_key.get_secret_value() if s.api_key else ""
-        iam_client = None
         if self._iam_transport is not None:
             iam_client = httpx.AsyncClient(transport=self._iam_transport, timeout=s.iam_timeout)
+        else:  # through the outbound proxy, with the CA bundle, like the new-API connections
+            iam_client = egress.http_client(s, s.iam_url, s.iam_timeout)
+        self._iam_client = iam_client
         tokens = TokenProvider(key, s.iam_url, timeout=s.iam_timeout, client=iam_client)
         self.pipeline.upstream, self.pipeline.tokens = upstream, tokens
         if key:
@@ -88,6 +92,8 @@ class ProxyApp:
             await self.upstream.aclose()
         if self.tokens is not None:
             await self.tokens.aclose()
+        if self._iam_client is not None:
+            await self._iam_client.aclose()
 
     # -- ASGI ----------------------------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
