@@ -137,11 +137,11 @@ class ConnectProxy:
             await writer.drain()
             return
         if method == "CONNECT":
-            host, _, port = target.rpartition(":")
+            host = target.rpartition(":")[0]
             rest = b""
         elif target.startswith("http://"):
             hostport = target[7:].split("/", 1)[0]
-            host, _, port = hostport.partition(":")
+            host = hostport.partition(":")[0]
             # Forward the head as is minus Proxy-Authorization (absolute-form: uvicorn accepts it).
             kept = [ln for ln in lines[:-2] if not ln.lower().startswith("proxy-authorization:")]
             rest = ("\r\n".join(kept) + "\r\n\r\n").encode("latin-1")
