@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import httpx
 from .classic.routes import RouteTable
 from .config import Settings
 from .errors import ProxyError
-from .ops import OPS_PREFIXES, build_ops_app
+from .ops import MAIN_PORT_OPS_PREFIXES, OPS_PREFIXES, build_ops_app
 from .phaseout.policy import PhaseOut
 from .pipeline import Pipeline
 from .upstream import egress
@@ -47,6 +48,9 @@ class ProxyApp:
         self._iam_transport = iam_transport
         self._iam_client: httpx.AsyncClient | None = None
         self.ops = build_ops_app(self)
+        #: With a separate admin listener (admin_port) the main port keeps only /healthz and /readyz.
+        self.ops_prefixes = OPS_PREFIXES if settings.admin_port is None else MAIN_PORT_OPS_PREFIXES
+        self._probe_lock = asyncio.Lock()
 
     @property
     def upstream(self) -> Upstream | None:
@@ -100,7 +104,7 @@ class ProxyApp:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if path.startswith(OPS_PREFIXES):
+            if path.startswith(self.ops_prefixes):
                 await self.ops(scope, receive, send)
             else:
                 if self.pipeline.upstream is None:
@@ -110,6 +114,28 @@ class ProxyApp:
             await self._lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})
+
+    async def admin_app(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """The admin listener's ASGI app (`admin_port`): the proxy's own endpoints, nothing legacy.
+        Serve it with lifespan off: the main listener's lifespan starts and stops the proxy."""
+        if scope["type"] == "http":
+            await self.ops(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def upstream_problem(self) -> str | None:
+        """For /readyz: None if the new API was reached within `readiness_ttl`, else probe it now.
+        A failed connection newer than the last success always means a fresh probe."""
+        if self.upstream is None:
+            await self.startup()
+        up = self.upstream
+        assert up is not None
+        now = time.monotonic()
+        fresh = up.reached_at is not None and now - up.reached_at < self.settings.readiness_ttl
+        if fresh and not (up.unreachable and up.unreachable[0] > (up.reached_at or 0)):
+            return None
+        async with self._probe_lock:  # one probe at a time, however many probes of the probe arrive
+            return await up.probe()
 
     async def handle(self, scope: dict, receive: Callable, send: Callable) -> None:
         if self.pipeline.upstream is None:

@@ -44,12 +44,23 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
+    """The proxy's loggers, uvicorn's (start-up, errors, shutdown: serve passes log_config=None) and
+    everything else (warnings, other libraries) through one handler: with json, every line is JSON."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger("qiskit_classic_proxy")
+    for name in ("qiskit_classic_proxy", "uvicorn"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    for name in ("uvicorn.error", "uvicorn.access"):  # through "uvicorn"'s handler
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    if root.level == logging.NOTSET or root.level < logging.WARNING:
+        root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
 
 
 def log_access(call: Call) -> None:

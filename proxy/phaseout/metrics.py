@@ -10,10 +10,21 @@ many apps in one process.
 
 from __future__ import annotations
 
+import platform
 import re
+from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..call import Call
@@ -104,6 +115,14 @@ class Metrics:
         disable_created_metrics()
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # prometheus-client's default collectors (process_*, python_info, python_gc_*), as any
+        # Python exporter has them: memory, CPU, open files, restarts (process_start_time_seconds).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Info("qcp_build", "The running proxy: version and Python.", registry=r).info(
+            {"version": _version(), "python": platform.python_version()}
+        )
         self.requests = Counter(
             "qcp_requests",
             "Legacy requests by route template, caller, status and action.",
@@ -156,3 +175,10 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _version() -> str:
+    try:
+        return metadata.version("qiskit-classic-proxy")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -105,6 +105,11 @@ class Upstream:
                 write=settings.write_timeout,
                 pool=settings.pool_timeout,
             ),
+            # /readyz's probe: never longer than a readiness check can wait.
+            "probe": httpx.Timeout(
+                connect=settings.connect_timeout, read=min(settings.read_timeout, 5.0), write=5.0,
+                pool=settings.pool_timeout,
+            ),
         }
         self.transport = transport or default_transport(settings)
         #: Kept for its lifecycle (aclose closes the transport) and for ad-hoc callers; the hot
@@ -127,8 +132,10 @@ class Upstream:
         """A cheap GET /v1/versions through the same transport and egress: None if the new API
         answered (any status), else why not."""
         try:
-            resp = await self.open("GET", "/v1/versions", b"", [("accept", "application/json")], None,
-                                   request_id="readiness-probe")
+            resp = await self.open(
+                "GET", "/v1/versions", b"", [("accept", "application/json")], None,
+                timeout="probe", request_id="readiness-probe",
+            )
         except ProxyError as exc:
             return exc.message
         await resp.aclose()
@@ -146,7 +153,7 @@ class Upstream:
         headers: list[tuple[str, str]],
         body: bytes | AsyncIterable[bytes] | None,
         *,
-        timeout: Literal["default", "submit"] = "default",
+        timeout: Literal["default", "submit", "probe"] = "default",
         creates: bool = False,
         request_id: str = "",
     ) -> httpx.Response:
