@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     admin_config = {
         **common, "host": settings.admin_host or settings.host, "port": settings.admin_port, "lifespan": "off",
+        "interface": "asgi3",  # a bound method: uvicorn cannot tell by itself
     }
     return asyncio.run(_serve_with_admin(uvicorn.Config(app, **common), uvicorn.Config(app.admin_app, **admin_config)))
 
