@@ -288,6 +288,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _credentials(self) -> Settings:
         """Secret files, then QISKIT_IBM_* and saved accounts for what QCP_* leaves unset."""
+        if self.secrets_dir and os.environ.get("QCP_SECRETS_DIR") != self.secrets_dir:
+            raise ValueError("secrets_dir: set it as the env var QCP_SECRETS_DIR (it is read before other sources)")
         self._sources = resolve_credentials(self)
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ValueError("ssl_keyfile: set without ssl_certfile (QCP_SSL_CERTFILE)")

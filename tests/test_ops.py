@@ -56,3 +56,26 @@ def test_readyz_trusts_a_recent_forward_instead_of_probing(make_proxy: Any, emul
     proxy_no_ttl = make_proxy(readiness_ttl=0)
     assert httpx.get(proxy_no_ttl.url + "/readyz", timeout=20).status_code == 200
     assert [r for r in emulator.api_requests() if r["path"].endswith("/v1/versions")]  # ttl 0: it probed
+
+
+def test_the_admin_listener_opens_metrics_but_keeps_the_admin_rule(emulator: EmulatorHandle) -> None:
+    """With admin_port, /metrics is served only by the admin listener, where Prometheus scrapes it
+    without a token; /admin/* still need QCP_ADMIN_TOKEN there, and the main port has neither."""
+    from proxy.serving import BackgroundServer, free_port
+
+    from .conftest import proxy_settings, start_proxy
+
+    settings = proxy_settings(emulator.url, admin_port=free_port(), admin_token="an-admin-token-123")
+    proxy = start_proxy(settings)
+    admin = BackgroundServer(proxy.app.admin_app, port=settings.admin_port, lifespan="off", interface="asgi3").start()
+    try:
+        assert httpx.get(admin.url + "/metrics", timeout=20).status_code == 200
+        assert httpx.get(admin.url + "/admin/usage", timeout=20).status_code == 401
+        ok = httpx.get(admin.url + "/admin/usage", headers={"Authorization": "Bearer an-admin-token-123"}, timeout=20)
+        assert ok.status_code == 200
+        assert httpx.get(proxy.url + "/metrics", timeout=20).status_code == 404
+        assert httpx.get(proxy.url + "/admin/usage", timeout=20).status_code == 404
+        assert httpx.get(proxy.url + "/healthz", timeout=20).status_code == 200
+    finally:
+        admin.stop()
+        proxy.server.stop()
