@@ -56,8 +56,11 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     for name in ("uvicorn.error", "uvicorn.access"):  # through "uvicorn"'s handler
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # Other libraries and warnings propagate to the root: add ours there (replacing only our own
+    # earlier one, so that handlers others installed, like pytest's, stay).
+    handler._qcp = True  # type: ignore[attr-defined]
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_qcp", False)] + [handler]
     if root.level == logging.NOTSET or root.level < logging.WARNING:
         root.setLevel(logging.WARNING)
     logging.captureWarnings(True)

@@ -33,10 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.require_serving()
     configure(settings.log_level, settings.log_format)
     egress.ssl_context(settings)  # a bad CA bundle is a configuration error now, not a 502 later
-    log.info(
-        "serving with %s; new API %s (%s)",
-        credentials_line(settings), settings.effective_upstream_url,
-        egress.describe(settings, settings.effective_upstream_url),
+    started = (
+        f"serving with {credentials_line(settings)}; new API {settings.effective_upstream_url} "
+        f"({egress.describe(settings, settings.effective_upstream_url)})"
     )
     common: dict[str, Any] = {
         "host": settings.host,
@@ -63,9 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for key, value in overrides(args).items():
             if value is not None:
                 os.environ[f"QCP_{key.upper()}"] = str(value)
+        log.info("%s", started)
         uvicorn.run("proxy.app:app_factory", factory=True, workers=settings.workers, **common)
         return 0
-    app = create_app(settings)
+    app = create_app(settings)  # ConfigError here (bad route policies): one line, before anything is said
+    log.info("%s", started)
     if settings.admin_port is None:
         uvicorn.run(app, **common)
         return 0

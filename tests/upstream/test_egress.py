@@ -232,3 +232,21 @@ def test_plain_http_upstreams_go_through_the_proxy_in_absolute_form(proxies: lis
             assert any(s.method == "GET" and s.target.startswith("http://plain.invalid/api/") for s in corp.seen)
     finally:
         emu.server.stop()
+
+
+def test_check_goes_through_the_connect_proxy_too(
+    pki: Pki, tls_emulator: EmulatorHandle, corp_proxy: ConnectProxy, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from proxy.commands.main import main
+
+    for name, value in {
+        "QCP_API_KEY": DEMO_API_KEY, "QCP_SERVICE_CRN": DEMO_CRN, "QCP_CA_BUNDLE": str(pki.ca_pem),
+        "HTTPS_PROXY": corp_proxy.url_with("alice", PASSWORD),
+    }.items():
+        monkeypatch.setenv(name, value)
+    code = main(["check", "--upstream-url", f"https://{HOST}/api", "--iam-url", f"https://{HOST}/identity/token"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "egress     via http://***@127.0.0.1" in out and "(HTTPS_PROXY)" in out and PASSWORD not in out
+    assert [s.target for s in corp_proxy.seen if s.method == "CONNECT"] == [f"{HOST}:443"] * 2  # IAM + new API
