@@ -32,7 +32,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load(args)
     settings.require_serving()
     configure(settings.log_level, settings.log_format)
-    egress.ssl_context(settings)  # a bad CA bundle is a configuration error now, not a 502 later
+    # A bad CA bundle or proxy URL is a configuration error now, not a failed start-up later.
+    egress.ssl_context(settings)
+    egress.proxy_for(settings, settings.iam_url)
     started = (
         f"serving with {credentials_line(settings)}; new API {settings.effective_upstream_url} "
         f"({egress.describe(settings, settings.effective_upstream_url)})"
