@@ -107,3 +107,25 @@ def test_admin_port_serves_metrics_and_the_main_port_does_not_with_json_logs(
     assert {"uvicorn.error", "qiskit_classic_proxy.access"} <= loggers, loggers
     assert any("Application startup complete" in d.get("msg", "") for d in docs)
     assert any("Application shutdown complete" in d.get("msg", "") for d in docs)
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--workers", "2", "--admin-port", "9"], "QCP_ADMIN_PORT (admin_port): not with workers > 1"),
+        (["--ssl-keyfile", __file__], "QCP_SSL_KEYFILE (ssl_keyfile): set without ssl_certfile"),
+        (["--ssl-certfile", "/nonexistent/cert.pem"], "QCP_SSL_CERTFILE (ssl_certfile): file not found"),
+    ],
+)
+def test_listener_options_that_cannot_work_are_refused_naming_the_setting(
+    flags: list[str], says: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from proxy.commands.main import EXIT_CONFIG, main
+
+    for name in [n for n in os.environ if n.startswith("QCP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("QCP_API_KEY", DEMO_API_KEY)
+    monkeypatch.setenv("QCP_SERVICE_CRN", DEMO_CRN)
+    monkeypatch.setenv("QCP_USAGE_DB", "")
+    assert main(["serve", "--port", "0", *flags]) == EXIT_CONFIG
+    assert says in capsys.readouterr().err

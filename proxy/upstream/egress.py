@@ -13,6 +13,7 @@ Proxy credentials live only in `ProxyURL`; its repr, `display` and every error m
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import ssl
 import urllib.request
@@ -101,7 +102,8 @@ def proxy_for(settings: Settings, url: str) -> ProxyURL | None:
     """The proxy for connections to `url`, or None for a direct connection.
 
     QCP_OUTBOUND_PROXY wins; else HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless proxy_from_env is
-    off. NO_PROXY applies to both (host names, domain suffixes, host:port, `*`).
+    off (and never for loopback hosts). NO_PROXY applies to both (host names, domain suffixes,
+    host:port, `*`; no CIDR ranges).
     """
     u = urlsplit(url)
     scheme, host = u.scheme, u.hostname or ""
@@ -111,6 +113,8 @@ def proxy_for(settings: Settings, url: str) -> ProxyURL | None:
         return None
     if settings.outbound_proxy is not None and settings.outbound_proxy.get_secret_value():
         return parse_proxy(settings.outbound_proxy.get_secret_value(), "QCP_OUTBOUND_PROXY")
+    if _is_loopback(host):
+        return None  # the emulator, the demo, a local tunnel: never sent to a corporate proxy from env
     hit = env.get(scheme) or env.get("all")
     if hit is None or not hit[0]:
         return None
@@ -118,6 +122,15 @@ def proxy_for(settings: Settings, url: str) -> ProxyURL | None:
         return parse_proxy(hit[0], hit[1])
     except ValueError as exc:
         raise ConfigError(f"{hit[1]} (proxy_from_env): {exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _bypass(host: str, port: int | None, no_proxy: str) -> bool:

@@ -486,7 +486,7 @@ class _ConnectReply(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
-            self.done.set_exception(httpx.ConnectError("the outbound proxy closed the connection during CONNECT"))
+            self.done.set_exception(httpx.ProxyError("the outbound proxy closed the connection during CONNECT"))
 
 
 class _NativeStream(httpx.AsyncByteStream):

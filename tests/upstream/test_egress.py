@@ -8,7 +8,10 @@ the request went through the proxy; a direct connection fails at DNS.
 from __future__ import annotations
 
 import io
+import socket
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +105,15 @@ def test_no_proxy_and_the_opt_out_make_connections_direct(monkeypatch: pytest.Mo
     assert egress.proxy_for(settings_for(), "https://quantum.invalid/api") is None
     monkeypatch.delenv("NO_PROXY")
     assert egress.proxy_for(settings_for(proxy_from_env=False), "https://quantum.invalid/api") is None
+
+
+def test_loopback_upstreams_never_take_the_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression guard: `demo` and a local emulator must keep working on a machine with HTTP_PROXY set."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.corp:3128")
+    for url in ("http://127.0.0.1:8081/api", "http://localhost:9/x", "http://[::1]:8080/api"):
+        assert egress.proxy_for(settings_for(), url) is None, url
+    explicit = settings_for(outbound_proxy="http://proxy.corp:3128")
+    assert egress.proxy_for(explicit, "http://127.0.0.1:8081/api") is not None  # asked for: honoured
 
 
 def test_proxy_credentials_never_show_in_repr_display_or_errors() -> None:
@@ -250,3 +262,61 @@ def test_check_goes_through_the_connect_proxy_too(
     assert code == 0, out
     assert "egress     via http://***@127.0.0.1" in out and "(HTTPS_PROXY)" in out and PASSWORD not in out
     assert [s.target for s in corp_proxy.seen if s.method == "CONNECT"] == [f"{HOST}:443"] * 2  # IAM + new API
+
+
+@contextmanager
+def broken_proxy(behaviour: str) -> Iterator[str]:
+    """A loopback "proxy" that misbehaves: closes at once, answers garbage, or never answers."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            if behaviour == "close":
+                conn.close()
+                continue
+            conn.settimeout(2)
+            with suppress(OSError):
+                conn.recv(4096)
+            if behaviour == "garbage":
+                with suppress(OSError):
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+                conn.close()
+            else:
+                held.append(conn)  # "silent": keep it open, say nothing
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        srv.close()
+
+
+@pytest.mark.parametrize(("behaviour", "status", "says"), [
+    ("close", 502, "closed the connection during CONNECT"),
+    ("garbage", 502, "no HTTP status line"),
+    ("silent", 504, "timed out"),
+])
+def test_a_misbehaving_proxy_is_a_clear_answer_not_a_hang(
+    behaviour: str, status: int, says: str, pki: Pki, tls_emulator: EmulatorHandle, proxies: list[Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # IAM direct; the new API through the broken proxy
+    with broken_proxy(behaviour) as url:
+        p = run(proxies, outbound_proxy=url, ca_bundle=str(pki.ca_pem), connect_timeout=0.5,
+                iam_url=tls_emulator.url.replace("http://", "https://") + "/identity/token")
+        r = httpx.get(p.url + "/runtime/backends", timeout=20)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert says in r.json()["errors"][0]["message"]
