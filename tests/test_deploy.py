@@ -667,9 +667,17 @@ def test_command_line_starts_the_proxy(recipe: str, tmp_path: Path):
     argv, recipe_env = launch_commands()[recipe]
     overrides = dict(DEAD_UPSTREAM)
     admin = free_port()
-    if recipe in ("sidecar", "gateway"):  # the container's admin listener, on a free loopback port here
+    if recipe in ("sidecar", "gateway"):
+        # The container's own env too: the Secret as a QCP_SECRETS_DIR directory (the API key and
+        # client tokens come from its files, not from overrides), the gateway's TLS files, and the
+        # admin listener on a free loopback port.
+        (tmp_path / "pod").mkdir()
+        recipe_env = {**recipe_env, **materialize(recipe, tmp_path / "pod", replace=True)[0]}
+        del overrides["QCP_API_KEY"], overrides["QCP_CLIENT_TOKENS"]
         overrides.update(QCP_ADMIN_PORT=str(admin), QCP_ADMIN_HOST="127.0.0.1")
     with launch(argv, recipe_env, overrides, tmp_path) as running:
+        if recipe == "gateway":
+            assert running.url.startswith("https://"), "the gateway serves HTTPS"
         assert get(running.url + "/healthz") == 200
         if recipe == "image":
             probe = running.run(healthcheck_argv())

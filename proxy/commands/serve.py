@@ -75,6 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     admin_config = {
         **common, "host": settings.admin_host or settings.host, "port": settings.admin_port, "lifespan": "off",
         "interface": "asgi3",  # a bound method: uvicorn cannot tell by itself
+        # Plain HTTP, for the kubelet and Prometheus (the main port's TLS is for the client tokens).
+        "ssl_certfile": None, "ssl_keyfile": None,
     }
     return asyncio.run(_serve_with_admin(uvicorn.Config(app, **common), uvicorn.Config(app.admin_app, **admin_config)))
 
