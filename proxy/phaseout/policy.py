@@ -278,17 +278,18 @@ class PhaseOut:
             route = call.route
             plan = self._by_id.get(id(route)) if route is not None else None
             label = plan.key if plan is not None else (route.key if route is not None else "unmatched")
+            # One caller name (client-token name or "anonymous") and one client (the software)
+            # for metrics and the usage report, as in the access log.
             client = self.labels.client(call)
+            caller = self.labels.caller(call)
             err = call.upstream_error
             if self.metrics is not None:
-                caller = self.labels.caller(call, client)
-                self.metrics.observe(label, caller, call.status, call.action, time.perf_counter() - call.started)
+                seconds = time.perf_counter() - call.started
+                self.metrics.observe(label, caller, client, call.status, call.action, seconds)
                 if err is not None:
                     self.metrics.upstream_error(label, err)
             if self.usage is not None and route is not None:
-                named = call.authenticated and call.caller != "anonymous"
-                who = self.labels.bound(call.caller) if named else "anonymous"
-                self.usage.record(who, client, label, call.status == 410, self.clock())
+                self.usage.record(caller, client, label, call.status == 410, self.clock())
         except Exception:  # pragma: no cover - telemetry must never break a request
             if not self._hook_failed:
                 log.exception("phase-out telemetry hook failed (reported once)")
