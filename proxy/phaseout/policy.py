@@ -24,7 +24,7 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ..call import Call
-from ..classic.routes import Forward, Route, RouteTable
+from ..classic.routes import Forward, Route, RouteTable, move_to
 from ..classic.routes import Gone as GoneAction
 from ..config import ConfigError, RoutePolicy, Settings
 from ..errors import Gone
@@ -87,14 +87,6 @@ def parse_window(text: str) -> tuple[float, float]:
     if e <= s:
         raise ValueError(f"brownout window {text!r}: END is not after START")
     return s, e
-
-
-def move_to(route: Route) -> str:
-    """What a caller should use instead: "GET /v1/jobs/{job_id}", a path, or "removed"."""
-    a = route.action
-    if isinstance(a, Forward):
-        return f"{route.method} {a.path}"
-    return a.replacement or "removed"
 
 
 # ============================================================================ per-route plan
@@ -295,19 +287,20 @@ class PhaseOut:
             route = call.route
             plan = self._by_id.get(id(route)) if route is not None else None
             label = plan.key if plan is not None else (route.key if route is not None else "unmatched")
+            # One caller name (client-token name or "anonymous") and one client (the software)
+            # for metrics and the usage report, as in the access log.
             client = self.labels.client(call)
+            caller = self.labels.caller(call)
             err = call.upstream_error
             if self.metrics is not None:
-                caller = self.labels.caller(call, client)
-                self.metrics.observe(label, caller, call.status, call.action, time.perf_counter() - call.started)
+                seconds = time.perf_counter() - call.started
+                self.metrics.observe(label, caller, client, call.status, call.action, seconds)
                 if err is not None:
                     self.metrics.upstream_error(label, err)
             if self.usage is not None and route is not None:
-                named = call.authenticated and call.caller != "anonymous"
-                who = self.labels.bound(call.caller) if named else "anonymous"
-                self.usage.record(who, client, label, call.status == 410, self.clock())
+                self.usage.record(caller, client, label, call.status == 410, self.clock())
                 if call.action == "translate_program":  # a V1 program run as V2 (proxy/programs/)
-                    self.usage.record(who, client, f"{label} [translate_program]", False, self.clock())
+                    self.usage.record(caller, client, f"{label} [translate_program]", False, self.clock())
         except Exception:  # pragma: no cover - telemetry must never break a request
             if not self._hook_failed:
                 log.exception("phase-out telemetry hook failed (reported once)")
