@@ -50,9 +50,10 @@ VOLUME ["/var/lib/qiskit-classic-proxy"]
 USER 10001:10001
 EXPOSE 8080
 
-# Liveness from inside the container with the stdlib (slim has no curl). Follows QCP_PORT.
+# Liveness from inside the container with the stdlib (slim has no curl). Follows QCP_PORT, and
+# speaks https (loopback, certificate not checked) when QCP_SSL_CERTFILE is set.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('QCP_PORT', '8080'), timeout=4)"]
+  CMD ["python", "-c", "import os, ssl, urllib.request; tls = bool(os.environ.get('QCP_SSL_CERTFILE')); urllib.request.urlopen('%s://127.0.0.1:%s/healthz' % ('https' if tls else 'http', os.environ.get('QCP_PORT', '8080')), timeout=4, context=ssl._create_unverified_context() if tls else None)"]
 
 ENTRYPOINT ["qiskit-classic-proxy"]
 CMD ["serve", "--host", "0.0.0.0"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,9 +17,10 @@ import httpx
 from .classic.routes import RouteTable
 from .config import Settings
 from .errors import ProxyError
-from .ops import OPS_PREFIXES, build_ops_app
+from .ops import MAIN_PORT_OPS_PREFIXES, OPS_PREFIXES, build_ops_app
 from .phaseout.policy import PhaseOut
 from .pipeline import Pipeline
+from .upstream import egress
 from .upstream.client import Upstream
 from .upstream.iam import TokenProvider
 
@@ -44,7 +46,11 @@ class ProxyApp:
         self.pipeline = Pipeline(settings, self.table, self.phaseout)
         self._transport = transport
         self._iam_transport = iam_transport
+        self._iam_client: httpx.AsyncClient | None = None
         self.ops = build_ops_app(self)
+        #: With a separate admin listener (admin_port) the main port keeps only /healthz and /readyz.
+        self.ops_prefixes = OPS_PREFIXES if settings.admin_port is None else MAIN_PORT_OPS_PREFIXES
+        self._probe_lock = asyncio.Lock()
 
     @property
     def upstream(self) -> Upstream | None:
@@ -61,9 +67,11 @@ class ProxyApp:
         s = self.settings
         upstream = Upstream(s, transport=self._transport)
         key = s.api_key.get_secret_value() if s.api_key else ""
-        iam_client = None
         if self._iam_transport is not None:
             iam_client = httpx.AsyncClient(transport=self._iam_transport, timeout=s.iam_timeout)
+        else:  # through the outbound proxy, with the CA bundle, like the new-API connections
+            iam_client = egress.http_client(s, s.iam_url, s.iam_timeout)
+        self._iam_client = iam_client
         tokens = TokenProvider(key, s.iam_url, timeout=s.iam_timeout, client=iam_client)
         self.pipeline.upstream, self.pipeline.tokens = upstream, tokens
         if key:
@@ -88,13 +96,15 @@ class ProxyApp:
             await self.upstream.aclose()
         if self.tokens is not None:
             await self.tokens.aclose()
+        if self._iam_client is not None:
+            await self._iam_client.aclose()
 
     # -- ASGI ----------------------------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if path.startswith(OPS_PREFIXES):
+            if path.startswith(self.ops_prefixes):
                 await self.ops(scope, receive, send)
             else:
                 if self.pipeline.upstream is None:
@@ -104,6 +114,28 @@ class ProxyApp:
             await self._lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})
+
+    async def admin_app(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """The admin listener's ASGI app (`admin_port`): the proxy's own endpoints, nothing legacy.
+        Serve it with lifespan off: the main listener's lifespan starts and stops the proxy."""
+        if scope["type"] == "http":
+            await self.ops(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def upstream_problem(self) -> str | None:
+        """For /readyz: None if the new API was reached within `readiness_ttl`, else probe it now.
+        A failed connection newer than the last success always means a fresh probe."""
+        if self.upstream is None:
+            await self.startup()
+        up = self.upstream
+        assert up is not None
+        now = time.monotonic()
+        fresh = up.reached_at is not None and now - up.reached_at < self.settings.readiness_ttl
+        if fresh and not (up.unreachable and up.unreachable[0] > (up.reached_at or 0)):
+            return None
+        async with self._probe_lock:  # one probe at a time, however many probes of the probe arrive
+            return await up.probe()
 
     async def handle(self, scope: dict, receive: Callable, send: Callable) -> None:
         if self.pipeline.upstream is None:

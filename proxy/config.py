@@ -2,6 +2,10 @@
 
 Every option exists as a TOML key, an env var `QCP_<KEY>` and (for the common ones) a CLI flag,
 like uvicorn. Secrets are `SecretStr` so that they never print by accident.
+
+Why one long module: every setting, its validation and where its value may come from (secret
+files, saved Qiskit accounts, QISKIT_IBM_*) are read together; splitting them would scatter one
+field's rules over several files.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -26,9 +31,12 @@ from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from . import accounts
 
 DEFAULT_IAM_URL = "https://iam.cloud.ibm.com/identity/token"
 #: The IBM-API-Version the proxy pins towards the new API (what qiskit-ibm-runtime 0.51.0 sends).
@@ -103,6 +111,8 @@ class Settings(BaseSettings):
     """All settings. Env vars are `QCP_` + the upper-cased field name."""
 
     model_config = SettingsConfigDict(env_prefix="QCP_", extra="forbid", validate_default=True)
+    #: Where api_key / service_crn came from (setting -> "QCP_API_KEY", "saved account 'x' (...)", ...).
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     # --- the new API and IAM -------------------------------------------------------------
     api_key: SecretStr | None = None
@@ -156,6 +166,33 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     metrics: bool = True
 
+    # --- corporate networks, secrets, TLS (README "Corporate networks and secrets") ----------
+    #: Proxy for the IAM and new-API connections, http://[user:password@]host:port (beats HTTPS_PROXY).
+    outbound_proxy: SecretStr | None = None
+    #: Honour HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY from the environment.
+    proxy_from_env: bool = True
+    #: PEM CA bundle for upstream TLS (default: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, else certifi's).
+    ca_bundle: str | None = None
+    #: Verify upstream TLS certificates (a saved account's verify=false turns it off).
+    tls_verify: bool = True
+    #: Take api_key / service_crn from this saved qiskit-ibm-runtime account ("" = the default one).
+    qiskit_account: str | None = None
+    #: Secrets as files (Kubernetes / Docker secrets): give the value or its file, not both.
+    api_key_file: str | None = None
+    client_tokens_file: str | None = None
+    admin_token_file: str | None = None
+    #: A directory with one file per setting, named like its env var (QCP_API_KEY, ...).
+    secrets_dir: str | None = None
+    #: TLS on the listening side (uvicorn's own): PEM certificate chain and private key.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    #: A separate listener for /healthz, /readyz, /metrics, /admin (these then leave the main port).
+    admin_port: int | None = Field(None, ge=0, le=65535)
+    #: Bind address of the admin listener (default: host).
+    admin_host: str | None = None
+    #: /readyz: a forward or probe that reached the new API counts this long (s); then it probes again.
+    readiness_ttl: float = Field(10.0, ge=0)
+
     # --- sources -------------------------------------------------------------------------------
     @classmethod
     def settings_customise_sources(
@@ -167,12 +204,38 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets_dir = os.environ.get("QCP_SECRETS_DIR")
+        if secrets_dir:
+            if not Path(secrets_dir).is_dir():
+                raise ConfigError(f"QCP_SECRETS_DIR (secrets_dir): not a directory: {secrets_dir}")
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
         toml_file = _CONFIG_FILE.get("path")
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
     # --- validation ----------------------------------------------------------------------------
+    @field_validator("api_key", "service_crn", "client_tokens", "admin_token", "outbound_proxy", mode="before")
+    @classmethod
+    def _placeholder(cls, v: Any) -> Any:
+        refuse_placeholder(v)
+        return v
+
+    @field_validator("ca_bundle", "ssl_certfile", "ssl_keyfile", "api_key_file", "client_tokens_file",
+                     "admin_token_file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"file not found: {v}")
+        return str(Path(v).expanduser()) if v is not None else None
+
+    @field_validator("outbound_proxy")
+    @classmethod
+    def _proxy(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value() and not re.match(r"^(http://)?[^/\s:@]", v.get_secret_value()):
+            raise ValueError("must be http://[user:password@]host:port")
+        return v
+
     @field_validator("client_tokens", mode="before")
     @classmethod
     def _tokens(cls, v: Any) -> list[str]:
@@ -225,6 +288,16 @@ class Settings(BaseSettings):
         return v.rstrip("/")
 
     @model_validator(mode="after")
+    def _credentials(self) -> Settings:
+        """Secret files, then QISKIT_IBM_* and saved accounts for what QCP_* leaves unset."""
+        if self.secrets_dir and os.environ.get("QCP_SECRETS_DIR") != self.secrets_dir:
+            raise ValueError("secrets_dir: set it as the env var QCP_SECRETS_DIR (it is read before other sources)")
+        self._sources = resolve_credentials(self)
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile: set without ssl_certfile (QCP_SSL_CERTFILE)")
+        return self
+
+    @model_validator(mode="after")
     def _dates(self) -> Settings:
         def check(dep: datetime | None, sun: datetime | None, where: str) -> None:
             if dep and sun and _aware(sun) < _aware(dep):
@@ -259,17 +332,134 @@ class Settings(BaseSettings):
             out.setdefault(name, crn)
         return out
 
+    @property
+    def credential_sources(self) -> dict[str, str]:
+        """api_key / service_crn -> where it came from, for `start` and `check` to say."""
+        return dict(self._sources)
+
+    def require_credentials(self) -> bool:
+        """True if both are set, False if neither; half set is a ConfigError naming the missing one."""
+        has_key = self.api_key is not None and bool(self.api_key.get_secret_value())
+        has_crn = bool(self.service_crn)
+        if has_key and not has_crn:
+            raise ConfigError(
+                f"QCP_SERVICE_CRN (service_crn): the API key is set ({self._sources.get('api_key', 'QCP_API_KEY')}) "
+                "but the instance CRN is not: set QCP_SERVICE_CRN (or QISKIT_IBM_INSTANCE, or the saved "
+                "account's instance)"
+            )
+        if has_crn and not has_key:
+            where = self._sources.get("service_crn", "QCP_SERVICE_CRN")
+            raise ConfigError(
+                f"QCP_API_KEY (api_key): the instance CRN is set ({where})"
+                " but the API key is not: set QCP_API_KEY or QCP_API_KEY_FILE (or QISKIT_IBM_TOKEN)"
+            )
+        return has_key and has_crn
+
     def require_serving(self) -> None:
         """What `serve` needs beyond what the model validates."""
-        if self.api_key is None or not self.api_key.get_secret_value():
-            raise ConfigError("QCP_API_KEY (api_key): required to serve: the IBM Cloud API key")
-        if not self.service_crn:
-            raise ConfigError("QCP_SERVICE_CRN (service_crn): required to serve: the instance CRN")
+        if not self.require_credentials():
+            raise ConfigError(
+                "QCP_API_KEY (api_key): required to serve, with QCP_SERVICE_CRN: the IBM Cloud API key and the "
+                "instance CRN (or --qiskit-account NAME, or QISKIT_IBM_TOKEN / QISKIT_IBM_INSTANCE)"
+            )
         if not is_loopback(self.host) and not self.client_tokens:
             raise ConfigError(
                 f"QCP_HOST (host): refusing to listen on {self.host} without QCP_CLIENT_TOKENS: "
                 "anyone who can reach it would use your IBM credentials"
             )
+
+
+PLACEHOLDER = "REPLACE_WITH_"
+
+
+def refuse_placeholder(v: Any) -> None:
+    """The deploy/ examples carry REPLACE_WITH_... values: starting with one is a mistake, say so."""
+    raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+    items = raw.values() if isinstance(raw, dict) else raw if isinstance(raw, list) else [raw]
+    if any(isinstance(x, str) and PLACEHOLDER in x for x in items):
+        raise ValueError(f"still the example's placeholder ({PLACEHOLDER}...): put the real value in")
+
+
+def _read_secret(path: str, field: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{field}_file: cannot read {path}: {type(exc).__name__}") from None
+    if not value:
+        raise ValueError(f"{field}_file: {path} is empty")
+    try:
+        refuse_placeholder(value)
+    except ValueError as exc:
+        raise ValueError(f"{field}_file: {path}: {exc}") from None
+    return value
+
+
+def resolve_credentials(s: Settings) -> dict[str, str]:
+    """Fill secrets from their files, then api_key / service_crn from the fallbacks, in this order:
+    QCP_* (value or file) > the saved account named by qiskit_account > QISKIT_IBM_TOKEN /
+    QISKIT_IBM_INSTANCE > the default saved account (qiskit_account = ""). Returns the sources."""
+    sources: dict[str, str] = {}
+    for name in ("api_key", "client_tokens", "admin_token"):
+        path = getattr(s, f"{name}_file")
+        if path is None:
+            continue
+        if getattr(s, name):
+            raise ValueError(f"{name}_file: QCP_{name.upper()} is set too: give the value or its file, not both")
+        value = _read_secret(path, name)
+        if name == "client_tokens":
+            entries = [e.strip() for e in re.split(r"[,\n]", value) if e.strip()]
+            try:
+                parse_client_tokens(entries)
+            except ValueError as exc:
+                raise ValueError(f"client_tokens_file: {path}: {exc}") from None
+            s.client_tokens = entries
+        else:
+            setattr(s, name, SecretStr(value))
+        sources[name] = f"QCP_{name.upper()}_FILE ({path})"
+    if s.api_key is not None and "api_key" not in sources:
+        sources["api_key"] = "QCP_API_KEY"
+    if s.service_crn:
+        sources["service_crn"] = "QCP_SERVICE_CRN"
+
+    def from_account(name: str) -> None:
+        try:
+            acct = accounts.load_account(name)
+        except accounts.AccountError as exc:
+            raise ValueError(f"qiskit_account: {exc}") from None
+        if s.api_key is None:
+            s.api_key = SecretStr(acct.token)
+            sources["api_key"] = acct.label
+        if not s.service_crn and acct.instance:
+            try:
+                region_of_crn(acct.instance)
+            except ValueError as exc:
+                raise ValueError(f"qiskit_account: {acct.label}: instance is {exc}") from None
+            s.service_crn = acct.instance
+            sources["service_crn"] = acct.label
+        if acct.proxy and s.outbound_proxy is None:
+            s.outbound_proxy = SecretStr(acct.proxy)
+            sources["outbound_proxy"] = acct.label
+        if not acct.verify and "tls_verify" not in s.model_fields_set:
+            s.tls_verify = False
+            sources["tls_verify"] = acct.label
+
+    if s.qiskit_account:
+        from_account(s.qiskit_account)
+    env_key, env_crn = os.environ.get("QISKIT_IBM_TOKEN"), os.environ.get("QISKIT_IBM_INSTANCE")
+    if s.api_key is None and env_key:
+        refuse_placeholder(env_key)
+        s.api_key = SecretStr(env_key.strip())
+        sources["api_key"] = "QISKIT_IBM_TOKEN"
+    if not s.service_crn and env_crn:
+        try:
+            region_of_crn(env_crn.strip())
+        except ValueError as exc:
+            raise ValueError(f"service_crn: QISKIT_IBM_INSTANCE is {exc}") from None
+        s.service_crn = env_crn.strip()
+        sources["service_crn"] = "QISKIT_IBM_INSTANCE"
+    if s.qiskit_account == "":
+        from_account("")
+    return sources
 
 
 def _aware(d: datetime) -> datetime:

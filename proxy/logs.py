@@ -44,12 +44,26 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
+    """The proxy's loggers, uvicorn's (start-up, errors, shutdown: serve passes log_config=None) and
+    everything else (warnings, other libraries) through one handler: with json, every line is JSON."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger("qiskit_classic_proxy")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    for name in ("qiskit_classic_proxy", "uvicorn"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    for name in ("uvicorn.error", "uvicorn.access"):  # through "uvicorn"'s handler
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # Other libraries and warnings propagate to the root: add ours there (replacing only our own
+    # earlier one, so that handlers others installed, like pytest's, stay).
+    handler._qcp = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_qcp", False)] + [handler]
+    if root.level == logging.NOTSET or root.level < logging.WARNING:
+        root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
 
 
 def log_access(call: Call) -> None:

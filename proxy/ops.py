@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from .app import ProxyApp
 
 OPS_PREFIXES = ("/healthz", "/readyz", "/metrics", "/admin", "/docs", "/redoc", "/openapi.json")
+#: What the main port still serves when the ops endpoints have their own listener (admin_port).
+MAIN_PORT_OPS_PREFIXES = ("/healthz", "/readyz")
 
 
 def build_ops_app(proxy: ProxyApp) -> FastAPI:
@@ -36,7 +38,8 @@ def build_ops_app(proxy: ProxyApp) -> FastAPI:
 
     @ops.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Readiness: a valid IAM token is in hand (or can be had now)."""
+        """Readiness: a valid IAM token is in hand (or can be had now), and the new API answered
+        recently (a forward or a cheap probe of GET /v1/versions within `readiness_ttl`)."""
         if proxy.tokens is None:
             await proxy.startup()
         assert proxy.tokens is not None
@@ -46,6 +49,9 @@ def build_ops_app(proxy: ProxyApp) -> FastAPI:
             except (ProxyError, asyncio.TimeoutError) as exc:
                 reason = exc.message if isinstance(exc, ProxyError) else "IAM did not answer in time"
                 return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+        problem = await proxy.upstream_problem()
+        if problem is not None:
+            return JSONResponse({"status": "not_ready", "reason": problem}, status_code=503)
         return JSONResponse({"status": "ready", "upstream": proxy.settings.effective_upstream_url})
 
     @ops.get("/admin/routes")

@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ from kubernetes_validate.utils import all_versions, major_minor
 
 from proxy.config import ConfigError, Settings, load_settings
 from proxy.serving import free_port
+
+from .tlsnet import make_ca
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -343,28 +346,43 @@ def test_pod_is_hardened_and_wired(recipe: str):
     assert "/healthz" in probe_target(proxy["livenessProbe"])
     assert "/readyz" in probe_target(proxy["readinessProbe"])
     env = {e["name"]: e for e in proxy.get("env", [])}
-    assert env["QCP_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "qiskit-classic-proxy"
+    assert not [e for e in env.values() if "valueFrom" in e], "secrets arrive as files, never as env vars"
+    mounts = {m["mountPath"]: m for m in proxy["volumeMounts"]}
+    secrets_dir = mounts[env["QCP_SECRETS_DIR"]["value"]]
+    assert secrets_dir["readOnly"] is True
+    assert volumes[secrets_dir["name"]]["secret"]["secretName"] == k8s(recipe, "Secret")["metadata"]["name"]
     config_map = k8s(recipe, "ConfigMap")
     assert proxy["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
     assert not {n for n in config_map["data"] if re.search("KEY|TOKEN", n)}, "secrets belong in the Secret"
-    mounts = {m["mountPath"]: m["name"] for m in proxy["volumeMounts"]}
-    state = volumes[mounts["/var/lib/qiskit-classic-proxy"]]
+    state = volumes[mounts["/var/lib/qiskit-classic-proxy"]["name"]]
     assert "emptyDir" in state
     assert config_map["data"]["QCP_USAGE_DB"].startswith("/var/lib/qiskit-classic-proxy/")
+    # Probes and Prometheus go to the admin port, bound beyond loopback so the kubelet reaches it.
+    ports = {p["name"]: p["containerPort"] for p in proxy["ports"]}
+    assert env["QCP_ADMIN_HOST"]["value"] == "0.0.0.0"
+    admin_port = int(env["QCP_ADMIN_PORT"]["value"])
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert ports[proxy[probe]["httpGet"]["port"]] == admin_port, probe
+    annotations = k8s(recipe, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(admin_port) and annotations["prometheus.io/path"] == "/metrics"
 
     if recipe == "sidecar":
         assert k8s(recipe, "Deployment")["spec"]["replicas"] == 1
         assert proxy["args"] == ["serve", "--host", "127.0.0.1"], "loopback: only the pod may use it"
         assert proxy["restartPolicy"] == "Always", "a native sidecar"
-        # kubelet's httpGet goes to the pod IP, where a loopback-only proxy does not listen.
-        assert all("exec" in proxy[p] for p in ("startupProbe", "livenessProbe", "readinessProbe"))
         app_env = {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
         assert app_env["QISKIT_IBM_URL"] == "http://127.0.0.1:8080/api"
     else:
         assert "--host" not in proxy["args"] or proxy["args"][proxy["args"].index("--host") + 1] == "0.0.0.0"
-        assert env["QCP_CLIENT_TOKENS"]["valueFrom"]["secretKeyRef"]["name"] == "qiskit-classic-proxy"
+        assert "QCP_CLIENT_TOKENS" in k8s(recipe, "Secret")["stringData"]
+        # HTTPS on the main port, from a kubernetes.io/tls Secret mounted read-only.
+        for name, file in (("QCP_SSL_CERTFILE", "tls.crt"), ("QCP_SSL_KEYFILE", "tls.key")):
+            path = Path(env[name]["value"])
+            assert path.name == file and mounts[str(path.parent)]["readOnly"] is True, name
+            assert "secret" in volumes[mounts[str(path.parent)]["name"]], name
         labels = k8s(recipe, "Deployment")["spec"]["template"]["metadata"]["labels"]
         assert k8s(recipe, "Service")["spec"]["selector"].items() <= labels.items()
+        assert k8s(recipe, "Service")["spec"]["ports"][0]["targetPort"] == "https"
         hpa = k8s(recipe, "HorizontalPodAutoscaler")
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"]["scaleTargetRef"]["name"] == k8s(recipe, "Deployment")["metadata"]["name"]
@@ -382,8 +400,14 @@ def test_compose_file_parses_and_sets_only_known_settings():
     assert "QCP_CLIENT_TOKENS" in proxy["environment"], "it listens on 0.0.0.0 in its container"
     assert proxy["env_file"] == ["proxy.env"]
     example = COMPOSE.parent / "proxy.env.example"
-    assert set(env_file(example)) <= KNOWN_VARS and "QCP_API_KEY" in env_file(example)
+    assert set(env_file(example)) <= KNOWN_VARS and "QCP_SERVICE_CRN" in env_file(example)
+    assert "QCP_API_KEY" not in env_file(example), "the API key is a compose secret (a file), not an env var"
+    secrets = {f"/run/secrets/{name}": name for name in doc["secrets"]}
+    for name in ("QCP_API_KEY_FILE", "QCP_SSL_CERTFILE", "QCP_SSL_KEYFILE"):
+        assert secrets[proxy["environment"][name]] in proxy["secrets"], name
     assert "env_file" not in caller, "the legacy caller never sees the API key"
+    assert set(caller["secrets"]) == {"qcp_tls_ca"}, "the caller gets the CA, nothing else"
+    assert caller["environment"]["QISKIT_IBM_URL"].startswith("https://proxy:8080/")
     assert proxy["read_only"] is True and proxy["cap_drop"] == ["ALL"]
     assert proxy["networks"] == caller["networks"] and set(caller["networks"]) <= set(doc["networks"])
     assert all(p.startswith("127.0.0.1:") for p in proxy.get("ports", [])), "published on host loopback only"
@@ -394,8 +418,9 @@ def test_compose_env_file_is_git_ignored():
     git = shutil.which("git")
     if git is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    proc = subprocess.run([git, "check-ignore", "-q", "deploy/compose/proxy.env"], cwd=ROOT, timeout=30)
-    assert proc.returncode == 0, "add deploy/compose/proxy.env to .gitignore"
+    for path in ("deploy/compose/proxy.env", "deploy/compose/secrets/api_key"):
+        proc = subprocess.run([git, "check-ignore", "-q", path], cwd=ROOT, timeout=30)
+        assert proc.returncode == 0, f"add {path} to .gitignore"
 
 
 # -------------------------------------------------------------------------------------- systemd
@@ -453,8 +478,6 @@ def test_every_qcp_name_in_deploy_is_a_setting():
 
 def recipe_settings_env() -> dict[str, tuple[dict[str, str], str]]:
     """Each recipe's env for the proxy (placeholders as shipped) and the --host it runs with."""
-    sidecar = {**k8s("sidecar", "ConfigMap")["data"], **k8s("sidecar", "Secret")["stringData"]}
-    gateway = {**k8s("gateway", "ConfigMap")["data"], **k8s("gateway", "Secret")["stringData"]}
     variables = {"LEGACY_CLIENT_TOKEN": TEST_CLIENT_TOKEN}
     compose_env = {
         **env_file(COMPOSE.parent / "proxy.env.example"),
@@ -464,22 +487,67 @@ def recipe_settings_env() -> dict[str, tuple[dict[str, str], str]]:
     systemd = {k: v.replace("%S", "/var/lib") for k, v in systemd.items()}
     systemd.update(env_file(DEPLOY / "systemd" / "proxy.env.example"))
     return {
-        "sidecar": (sidecar, "127.0.0.1"),
-        "gateway": (gateway, "0.0.0.0"),
+        "sidecar": (k8s_env("sidecar"), "127.0.0.1"),
+        "gateway": (k8s_env("gateway"), "0.0.0.0"),
         "compose": (compose_env, "0.0.0.0"),
         "systemd": (systemd, systemd.get("QCP_HOST", "127.0.0.1")),
     }
 
 
-@pytest.mark.parametrize("recipe", ["sidecar", "gateway", "compose", "systemd"])
-def test_recipe_settings_are_valid_and_serveable(recipe: str, monkeypatch):
+def k8s_env(recipe: str) -> dict[str, str]:
+    """The ConfigMap and the container's own (non-secret) env values."""
+    plain = {e["name"]: e["value"] for e in proxy_container(recipe).get("env", []) if "value" in e}
+    return {**k8s(recipe, "ConfigMap")["data"], **plain}
+
+
+def fake(value: str) -> str:
+    """The examples' REPLACE_WITH_... placeholders, replaced as a user would (long enough for tokens)."""
+    return re.sub(r"REPLACE_WITH_[A-Z_]+", lambda m: m.group(0)[13:].lower().replace("_", "-") + "-0123456789", value)
+
+
+def materialize(recipe: str, tmp: Path, replace: bool) -> tuple[dict[str, str], str]:
+    """The recipe's env with its secret files made real under `tmp`: the Kubernetes Secret as a
+    QCP_SECRETS_DIR directory, compose's /run/secrets files, test TLS files for QCP_SSL_*."""
     env, host = recipe_settings_env()[recipe]
+    env = {k: fake(v) if replace else v for k, v in env.items()}
+    pki = make_ca(tmp, "proxy", "localhost", "127.0.0.1")
+    if "QCP_SECRETS_DIR" in env:
+        secrets = tmp / "secrets"
+        secrets.mkdir()
+        for key, value in k8s(recipe, "Secret")["stringData"].items():
+            (secrets / key).write_text(fake(value) if replace else value)
+        env["QCP_SECRETS_DIR"] = str(secrets)
+    for name, value in list(env.items()):
+        if value.startswith("/run/secrets/"):
+            path = tmp / value.rsplit("/", 1)[1]
+            path.write_text("fake-ibm-cloud-api-key-0123456789")
+            env[name] = str(path)
+    if "QCP_SSL_CERTFILE" in env:
+        env["QCP_SSL_CERTFILE"], env["QCP_SSL_KEYFILE"] = str(pki.cert), str(pki.key)
+    return env, host
+
+
+@pytest.mark.parametrize("recipe", ["sidecar", "gateway", "compose", "systemd"])
+def test_recipe_settings_are_valid_and_serveable(recipe: str, monkeypatch, tmp_path: Path):
+    env, host = materialize(recipe, tmp_path, replace=True)
     for var in [v for v in os.environ if v.startswith("QCP_")]:
         monkeypatch.delenv(var)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = load_settings(None, host=host)
     settings.require_serving()  # API key, CRN, and client tokens wherever it listens beyond loopback
+    assert settings.api_key is not None
+
+
+@pytest.mark.parametrize("recipe", ["sidecar", "gateway", "systemd"])
+def test_recipe_placeholders_as_shipped_refuse_to_start(recipe: str, monkeypatch, tmp_path: Path):
+    env, host = materialize(recipe, tmp_path, replace=False)
+    for var in [v for v in os.environ if v.startswith("QCP_")]:
+        monkeypatch.delenv(var)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_settings(None, host=host)
 
 
 def test_image_default_command_refuses_to_serve_without_client_tokens(monkeypatch):
@@ -515,8 +583,10 @@ def launch_commands() -> dict[str, tuple[list[str], dict[str, str]]]:
 
 
 def get(url: str, timeout: float = 2.0) -> int:
+    # https here is the proxy's own test certificate on loopback: reachability, not trust, is tested.
+    ctx = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as r:
             return r.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -528,7 +598,8 @@ class Launched:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.env.get("QCP_SSL_CERTFILE") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -594,39 +665,63 @@ DEAD_UPSTREAM = {
 @pytest.mark.parametrize("recipe", ["image", "sidecar", "gateway", "systemd"])
 def test_command_line_starts_the_proxy(recipe: str, tmp_path: Path):
     argv, recipe_env = launch_commands()[recipe]
-    with launch(argv, recipe_env, DEAD_UPSTREAM, tmp_path) as running:
+    overrides = dict(DEAD_UPSTREAM)
+    admin = free_port()
+    if recipe in ("sidecar", "gateway"):
+        # The container's own env too: the Secret as a QCP_SECRETS_DIR directory (the API key and
+        # client tokens come from its files, not from overrides), the gateway's TLS files, and the
+        # admin listener on a free loopback port.
+        (tmp_path / "pod").mkdir()
+        recipe_env = {**recipe_env, **materialize(recipe, tmp_path / "pod", replace=True)[0]}
+        del overrides["QCP_API_KEY"], overrides["QCP_CLIENT_TOKENS"]
+        overrides.update(QCP_ADMIN_PORT=str(admin), QCP_ADMIN_HOST="127.0.0.1")
+    with launch(argv, recipe_env, overrides, tmp_path) as running:
+        if recipe == "gateway":
+            assert running.url.startswith("https://"), "the gateway serves HTTPS"
         assert get(running.url + "/healthz") == 200
         if recipe == "image":
             probe = running.run(healthcheck_argv())
             assert probe.returncode == 0, f"HEALTHCHECK fails on a live proxy: {probe.stderr}"
-        if recipe == "sidecar":
+        if recipe in ("sidecar", "gateway"):
+            c = proxy_container(recipe)
             for name in ("startupProbe", "livenessProbe"):
-                probe = running.run(proxy_container(recipe)[name]["exec"]["command"])
-                assert probe.returncode == 0, f"{name} fails on a live proxy: {probe.stderr}"
+                assert get(f"http://127.0.0.1:{admin}{c[name]['httpGet']['path']}") == 200, name
             # Not ready: IAM is unreachable, so no token. The probe must say so.
-            assert running.run(proxy_container(recipe)["readinessProbe"]["exec"]["command"]).returncode != 0
+            assert get(f"http://127.0.0.1:{admin}{c['readinessProbe']['httpGet']['path']}", timeout=15) == 503
+            assert get(f"http://127.0.0.1:{admin}/metrics") == 200  # what Prometheus scrapes
+            assert get(running.url + "/metrics") == 404  # not on the main port
 
 
 def test_image_and_compose_caller_end_to_end(emulator: Any, tmp_path: Path):
-    """The image's command line against the built-in emulator: ready, and the compose caller's script works."""
+    """The image's command line with compose's TLS and secret-file settings against the built-in
+    emulator: ready over HTTPS, the HEALTHCHECK passes, and the compose caller's script works."""
     from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 
     argv, recipe_env = launch_commands()["image"]
+    pki = make_ca(tmp_path, "proxy", "localhost", "127.0.0.1")
+    key_file = tmp_path / "qcp_api_key"
+    key_file.write_text(DEMO_API_KEY + "\n")
     overrides = {
-        "QCP_API_KEY": DEMO_API_KEY,
+        "QCP_API_KEY_FILE": str(key_file),
         "QCP_SERVICE_CRN": DEMO_CRN,
         "QCP_CLIENT_TOKENS": f"legacy-caller={TEST_CLIENT_TOKEN}",
+        "QCP_SSL_CERTFILE": str(pki.cert),
+        "QCP_SSL_KEYFILE": str(pki.key),
         "QCP_UPSTREAM_URL": emulator.url + "/api",
         "QCP_IAM_URL": emulator.url + "/identity/token",
         "QCP_USAGE_DB": "",
     }
     with launch(argv, recipe_env, overrides, tmp_path) as running:
+        assert running.url.startswith("https://")
         assert get(running.url + "/readyz", timeout=10) == 200
+        probe = running.run(healthcheck_argv())
+        assert probe.returncode == 0, f"HEALTHCHECK fails on an HTTPS proxy: {probe.stderr}"
         caller = compose()["services"]["legacy-caller"]
         script = caller["command"]
         variables = {"LEGACY_CLIENT_TOKEN": TEST_CLIENT_TOKEN}
         env = {k: interpolate(str(v), variables) for k, v in caller["environment"].items()}
-        env["QISKIT_IBM_URL"] = env["QISKIT_IBM_URL"].replace("http://proxy:8080", running.url)
+        env["QISKIT_IBM_URL"] = env["QISKIT_IBM_URL"].replace("https://proxy:8080", running.url)
+        env["SSL_CERT_FILE"] = str(pki.ca_pem)  # the compose secret qcp_tls_ca
         proc = subprocess.run(
             [sys.executable if a == "python" else a for a in script],
             env={"PATH": os.environ.get("PATH", ""), **env},
@@ -636,3 +731,4 @@ def test_image_and_compose_caller_end_to_end(emulator: Any, tmp_path: Path):
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "backends:" in proc.stdout and "fake_manila" in proc.stdout, proc.stdout
+    assert DEMO_API_KEY not in running.output()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Callable
@@ -65,18 +66,20 @@ def test_agent_label(kw: dict[str, str], label: str) -> None:
     assert agent_label(call(**kw)) == label
 
 
-def test_caller_label_prefers_the_client_token_name_and_is_capped() -> None:
+def test_caller_label_is_the_client_token_name_or_anonymous_and_is_capped() -> None:
     labels = CallerLabels(limit=10)
     assert labels.caller(call(caller="ci-pipeline", authenticated=True, ua="curl/8")) == "ci-pipeline"
-    # A login without client tokens is "anonymous": fall back to the software.
-    assert labels.caller(call(caller="anonymous", authenticated=True, ua="curl/8")) == "curl"
+    # A login without client tokens is "anonymous", as in the access log and the usage report;
+    # the software is the separate `client` label.
+    assert labels.caller(call(caller="anonymous", authenticated=True, ua="curl/8")) == "anonymous"
+    assert labels.client(call(caller="anonymous", authenticated=True, ua="curl/8")) == "curl"
     seen = {labels.caller(call(caller=f"name-{i}", authenticated=True)) for i in range(500)}
     assert len(seen) <= 11 and "other" in seen
 
 
 def test_metrics_registries_are_per_app() -> None:
     a, b = Metrics(), Metrics()  # same names, no "Duplicated timeseries" error
-    a.observe("GET /jobs", "curl", 200, "forward", 0.01)
+    a.observe("GET /jobs", "anonymous", "curl", 200, "forward", 0.01)
     assert b"qcp_requests_total" in b.render()[0]
     assert 'route="GET /jobs"' in a.render()[0].decode()
     assert 'route="GET /jobs"' not in b.render()[0].decode()
@@ -97,10 +100,13 @@ def test_requests_latency_and_iam_after_traffic(make_proxy: Callable[..., Runnin
         assert c.get("/api/version", headers={"User-Agent": "curl/8.5.0"}).status_code == 200
     text, s = scrape(p)
     req = "qcp_requests_total"
-    assert value(s, req, route="GET /backends", caller="qiskit_ibm_runtime-0.23", status="200", action="forward") == 1
-    assert value(s, req, route="GET /backends", caller="qiskit_ibm_runtime-0.40", status="200", action="forward") == 2
-    assert value(s, req, route="GET /health", caller="curl", status="410", action="gone") == 1
-    assert value(s, req, route="GET /version", caller="curl", status="200", action="local") == 1
+    anon = {"caller": "anonymous"}
+    assert value(s, req, route="GET /backends", client="qiskit_ibm_runtime-0.23", status="200", action="forward",
+                 **anon) == 1
+    assert value(s, req, route="GET /backends", client="qiskit_ibm_runtime-0.40", status="200", action="forward",
+                 **anon) == 2
+    assert value(s, req, route="GET /health", client="curl", status="410", action="gone", **anon) == 1
+    assert value(s, req, route="GET /version", client="curl", status="200", action="local", **anon) == 1
     # Latency histogram: every request observed once, in seconds, under the route template.
     assert value(s, "qcp_request_duration_seconds_count", route="GET /backends", action="forward") == 3
     assert value(s, "qcp_request_duration_seconds_bucket", route="GET /backends", le="60.0") == 3
@@ -132,9 +138,11 @@ def test_labels_stay_bounded_under_many_ids_and_user_agents(make_proxy: Callable
     series = s["qcp_requests_total"]
     routes = {lab["route"] for lab, _ in series}
     callers = {lab["caller"] for lab, _ in series}
+    clients = {lab["client"] for lab, _ in series}
     assert routes <= ROUTE_KEYS | {"unmatched"}
     assert routes == {"GET /jobs/{job_id}", "unmatched"}
-    assert callers <= {"other", "python-httpx"} | {f"qiskit_ibm_runtime-0.{m}" for m in range(20, 41)}
+    assert callers == {"anonymous"}
+    assert clients <= {"other", "python-httpx"} | {f"qiskit_ibm_runtime-0.{m}" for m in range(20, 41)}
     assert len(series) <= 25  # 120 ids x random agents collapse to a handful of series
     assert value(s, "qcp_requests_total", route="GET /jobs/{job_id}", status="404") == 120
     assert value(s, "qcp_requests_total", route="unmatched", status="404") == 80
@@ -147,7 +155,8 @@ def test_client_token_names_are_the_caller_label(make_proxy: Callable[..., Runni
         assert c.get("/runtime/backends").status_code == 401  # no token: refused, counted by software
     text, s = scrape(p)
     assert value(s, "qcp_requests_total", route="GET /backends", caller="ci-pipeline", status="200") == 1
-    assert value(s, "qcp_requests_total", route="GET /backends", caller="python-httpx", status="401", action="-") == 1
+    assert value(s, "qcp_requests_total", route="GET /backends", caller="anonymous", client="python-httpx",
+                 status="401", action="-") == 1
     assert CI_TOKEN not in text
 
 
@@ -194,3 +203,22 @@ def test_metrics_closed_to_client_token_callers(make_proxy: Callable[..., Runnin
     r = httpx.get(p.url + "/metrics", headers={"Authorization": f"Bearer {CI_TOKEN}"}, timeout=10, trust_env=False)
     assert r.status_code == 403
     scrape(p)  # the operator on loopback without a token: allowed
+
+
+@pytest.mark.parametrize("token", [None, CI_TOKEN])
+def test_one_caller_name_across_metrics_access_log_and_usage_report(
+    make_proxy: Callable[..., Running], json_logs: list[str], token: str | None
+) -> None:
+    """Regression: an anonymous curl was "curl" in the metrics but "anonymous" in the access log and
+    the report. Now caller = client-token name or "anonymous" everywhere, the software is `client`."""
+    p = make_proxy(**({"client_tokens": [f"ci-pipeline={token}"]} if token else {}))
+    headers = {"User-Agent": "curl/8.5.0", **({"Authorization": f"Bearer {token}"} if token else {})}
+    assert httpx.get(p.url + "/runtime/backends", headers=headers, timeout=20, trust_env=False).status_code == 200
+    want = "ci-pipeline" if token else "anonymous"
+    _, s = scrape(p)
+    assert value(s, "qcp_requests_total", route="GET /backends", caller=want, client="curl") == 1
+    access = [json.loads(ln) for ln in json_logs if '"qiskit_classic_proxy.access"' in ln]
+    assert [d["caller"] for d in access if d["route"] == "GET /backends"] == [want]
+    report = httpx.get(p.url + "/admin/usage", timeout=20, trust_env=False).json()
+    got = {(d["caller"], d["client"]) for d in report["in_use"] if d["endpoint"] == "GET /backends"}
+    assert got == {(want, "curl")}

@@ -15,6 +15,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     import httpx
 
     from ..errors import ProxyError
+    from ..upstream import egress
     from ..upstream.iam import TokenProvider
 
     settings = load(args)
@@ -27,9 +28,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     upstream = settings.effective_upstream_url
     print(f"upstream   {upstream}")
     print(f"instance   {settings.default_instance} -> {settings.service_crn}")
+    sources = settings.credential_sources
+    print(f"creds      API key from {sources.get('api_key', '?')}, CRN from {sources.get('service_crn', '?')}")
+    print(f"egress     {egress.describe(settings, upstream)}")
 
     async def run() -> int:
-        tokens = TokenProvider(settings.api_key.get_secret_value(), settings.iam_url, timeout=settings.iam_timeout)
+        iam_client = egress.http_client(settings, settings.iam_url, settings.iam_timeout)
+        tokens = TokenProvider(
+            settings.api_key.get_secret_value(), settings.iam_url, timeout=settings.iam_timeout, client=iam_client
+        )
         ok = True
         try:
             try:
@@ -46,7 +53,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 "Accept": "application/json",
             }
             timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-            async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+            async with egress.http_client(settings, upstream, timeout) as client:
                 for name, path in (("versions", "/v1/versions"), ("usage", "/v1/instances/usage")):
                     try:
                         r = await client.get(upstream + path, headers=headers)
@@ -61,6 +68,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                         print(f"{name:<10} FAIL  HTTP {r.status_code}: {_error_message(r)}")
         finally:
             await tokens.aclose()
+            await iam_client.aclose()
         return 0 if ok else 1
 
     result = asyncio.run(run())

@@ -19,11 +19,24 @@ def settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-url", help="base URL advertised to legacy SDKs (QCP_PUBLIC_URL)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="(QCP_LOG_LEVEL)")
     p.add_argument("--log-format", choices=["text", "json"], help="(QCP_LOG_FORMAT)")
+    p.add_argument(
+        "--qiskit-account", nargs="?", const="", metavar="NAME",
+        help="API key and CRN from a saved qiskit-ibm-runtime account (~/.qiskit/qiskit-ibm.json or "
+        "QISKIT_IBM_FILENAME); no NAME = the default account (QCP_QISKIT_ACCOUNT)",
+    )
+    p.add_argument("--ca-bundle", metavar="PEM", help="CA bundle for upstream TLS (QCP_CA_BUNDLE)")
+    p.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate chain (QCP_SSL_CERTFILE)")
+    p.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key (QCP_SSL_KEYFILE)")
+    p.add_argument(
+        "--admin-port", type=int, help="serve /healthz /readyz /metrics /admin on this port (QCP_ADMIN_PORT)"
+    )
+    p.add_argument("--admin-host", help="bind address of the admin port (QCP_ADMIN_HOST, default: --host)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = (
         "host", "port", "upstream_url", "iam_url", "api_version", "public_url", "log_level", "log_format", "workers",
+        "qiskit_account", "ca_bundle", "ssl_certfile", "ssl_keyfile", "admin_port", "admin_host",
     )
     return {k: getattr(args, k, None) for k in keys}
 

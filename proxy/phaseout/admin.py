@@ -73,7 +73,11 @@ class AdminGuard:
         self.access_tokens = access_tokens
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(ADMIN_PREFIXES):
+        path = scope.get("path", "")
+        # With an admin listener (admin_port) /metrics is reachable only there, and open, so that
+        # Prometheus can scrape it (metrics carry no secret); /admin/* keep the rule everywhere.
+        open_metrics = self.settings.admin_port is not None and path.startswith("/metrics")
+        if scope["type"] == "http" and path.startswith(ADMIN_PREFIXES) and not open_metrics:
             err = admin_denied(self.settings, self.access_tokens, scope)
             if err is not None:
                 body = err.render("-")

@@ -1,8 +1,9 @@
 """Prometheus metrics with bounded labels: who still calls which legacy route, how it went.
 
 Labels never carry ids or raw paths. `route` is the legacy route *template* ("GET /jobs/{job_id}")
-or "unmatched"; `caller` is a client-token name, else the SDK and its major.minor version, else a
-known HTTP tool name, else "other", and at most `MAX_CALLERS` distinct values ever (then "other");
+or "unmatched"; `caller` is a client-token name, else "anonymous" (the same name as in the access
+log and the usage report), at most `MAX_CALLERS` distinct values ever (then "other"); `client` is
+the software: the SDK and its major.minor version, else a known HTTP tool name, else "other";
 `status` is the HTTP status; `action` is what the proxy did (forward, local, gone, disabled,
 brownout, or "-" when it refused before dispatch). One registry per app: tests and `explain` build
 many apps in one process.
@@ -10,10 +11,21 @@ many apps in one process.
 
 from __future__ import annotations
 
+import platform
 import re
+from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..call import Call
@@ -25,6 +37,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 MAX_CALLERS = 200
 
 OTHER = "other"
+ANONYMOUS = "anonymous"
 UNMATCHED = "unmatched"
 
 #: call.sdk is "<name>-<version>" (classic/identity.py normalizes the name); the label keeps major.minor.
@@ -88,11 +101,12 @@ class CallerLabels:
         """The software label (SDK+version / tool), bounded."""
         return self.bound(agent_label(call))
 
-    def caller(self, call: Call, client: str | None = None) -> str:
-        """Client-token name when the caller authenticated with one, else the software label."""
-        if call.authenticated and call.caller != "anonymous":
+    def caller(self, call: Call) -> str:
+        """The one caller name of metrics, access log and usage report: the client-token name when
+        the caller authenticated with one, else "anonymous" (the software is the `client` label)."""
+        if call.authenticated and call.caller != ANONYMOUS:
             return self.bound(call.caller)
-        return client if client is not None else self.client(call)
+        return ANONYMOUS
 
 
 class Metrics:
@@ -104,10 +118,18 @@ class Metrics:
         disable_created_metrics()
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # prometheus-client's default collectors (process_*, python_info, python_gc_*), as any
+        # Python exporter has them: memory, CPU, open files, restarts (process_start_time_seconds).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Info("qcp_build", "The running proxy: version and Python.", registry=r).info(
+            {"version": _version(), "python": platform.python_version()}
+        )
         self.requests = Counter(
             "qcp_requests",
-            "Legacy requests by route template, caller, status and action.",
-            ("route", "caller", "status", "action"),
+            "Legacy requests by route template, caller, client software, status and action.",
+            ("route", "caller", "client", "status", "action"),
             registry=r,
         )
         self.duration = Histogram(
@@ -130,14 +152,14 @@ class Metrics:
             "qcp_usage_flush_failures", "Failed writes of the persistent usage record.", registry=r
         )
         # Children cached per label tuple: labels() takes a lock and builds a key every call.
-        self._req: dict[tuple[str, str, int, str], Any] = {}
+        self._req: dict[tuple[str, str, str, int, str], Any] = {}
         self._dur: dict[tuple[str, str], Any] = {}
 
-    def observe(self, route: str, caller: str, status: int, action: str, seconds: float) -> None:
-        key = (route, caller, status, action)
+    def observe(self, route: str, caller: str, client: str, status: int, action: str, seconds: float) -> None:
+        key = (route, caller, client, status, action)
         child = self._req.get(key)
         if child is None:
-            child = self._req[key] = self.requests.labels(route, caller, str(status), action)
+            child = self._req[key] = self.requests.labels(route, caller, client, str(status), action)
         child.inc()
         dkey = (route, action)
         hist = self._dur.get(dkey)
@@ -156,3 +178,10 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _version() -> str:
+    try:
+        return metadata.version("qiskit-classic-proxy")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -24,7 +24,7 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ..call import Call
-from ..classic.routes import Forward, Route, RouteTable
+from ..classic.routes import Forward, Route, RouteTable, move_to
 from ..classic.routes import Gone as GoneAction
 from ..config import ConfigError, RoutePolicy, Settings
 from ..errors import Gone
@@ -89,14 +89,6 @@ def parse_window(text: str) -> tuple[float, float]:
     return s, e
 
 
-def move_to(route: Route) -> str:
-    """What a caller should use instead: "GET /v1/jobs/{job_id}", a path, or "removed"."""
-    a = route.action
-    if isinstance(a, Forward):
-        return f"{route.method} {a.path}"
-    return a.replacement or "removed"
-
-
 # ============================================================================ per-route plan
 
 
@@ -112,6 +104,7 @@ class RoutePlan:
     deprecation: datetime
     sunset: datetime | None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    programs: str = "translate"  # job submissions: V1 programs translated to V2, or refused (#12)
 
     @property
     def state(self) -> str:
@@ -130,6 +123,8 @@ class RoutePlan:
         return None
 
     def describe_policy(self) -> str:
+        if self.programs != "translate" and self.policy != "brownout":
+            return f"{self.policy}; V1 programs refused"
         if self.policy != "brownout":
             return self.policy
         parts = []
@@ -150,6 +145,7 @@ class RoutePlan:
             "deprecation": iso(self.deprecation),
             "sunset": iso(self.sunset),
             "move_to": move_to(self.route),
+            "programs": self.programs,
         }
 
 
@@ -197,7 +193,12 @@ def build_plans(settings: Settings, table: RouteTable) -> dict[str, RoutePlan]:
             deprecation=_aware(dep),
             sunset=_aware(sunset) if sunset else None,
             headers=_route_headers(dep, sunset, guide),
+            programs=pol.programs,
         )
+    for key, plan in plans.items():
+        action = plan.route.action
+        if plan.programs != "translate" and not (isinstance(action, Forward) and action.creates):
+            raise ConfigError(f"QCP_ROUTES (routes.{key}.programs): only job submissions translate programs")
     return plans
 
 
@@ -286,19 +287,20 @@ class PhaseOut:
             route = call.route
             plan = self._by_id.get(id(route)) if route is not None else None
             label = plan.key if plan is not None else (route.key if route is not None else "unmatched")
+            # One caller name (client-token name or "anonymous") and one client (the software)
+            # for metrics and the usage report, as in the access log.
             client = self.labels.client(call)
+            caller = self.labels.caller(call)
             err = call.upstream_error
             if self.metrics is not None:
-                caller = self.labels.caller(call, client)
-                self.metrics.observe(label, caller, call.status, call.action, time.perf_counter() - call.started)
+                seconds = time.perf_counter() - call.started
+                self.metrics.observe(label, caller, client, call.status, call.action, seconds)
                 if err is not None:
                     self.metrics.upstream_error(label, err)
             if self.usage is not None and route is not None:
-                named = call.authenticated and call.caller != "anonymous"
-                who = self.labels.bound(call.caller) if named else "anonymous"
-                self.usage.record(who, client, label, call.status == 410, self.clock())
+                self.usage.record(caller, client, label, call.status == 410, self.clock())
                 if call.action == "translate_program":  # a V1 program run as V2 (proxy/programs/)
-                    self.usage.record(who, client, f"{label} [translate_program]", False, self.clock())
+                    self.usage.record(caller, client, f"{label} [translate_program]", False, self.clock())
         except Exception:  # pragma: no cover - telemetry must never break a request
             if not self._hook_failed:
                 log.exception("phase-out telemetry hook failed (reported once)")

@@ -1,7 +1,8 @@
 """Old programs on the new platform: V1 Sampler/Estimator and backend.run (circuit-runner,
 qasm3-runner) submissions become SamplerV2/EstimatorV2 jobs, and their answers are rebuilt in
 the old shape. `translate.py` and `rebuild.py` are pure; `Programs` (here) is what the pipeline
-calls by name: `submission`, `answer`, `lookup`, `job_type`.
+calls by name: `submission`, `transpile` (the optional `[transpile]` extra, isa.py), `answer`,
+`headers`, `lookup`, `job_type`.
 
 What a translated job needs for its answer is kept per job id in a bounded memory and is also
 recoverable from the job itself (a `qcp-v1:<kind>` tag, plus the pubs in its params), so a
@@ -14,6 +15,7 @@ import asyncio
 import importlib.util
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -68,7 +70,7 @@ def may_be_v1(call: Call) -> bool:
 
 
 #: How the new API says a circuit is not written for the target's instruction set (error 1517).
-ISA_SIGNS = ("1517", "isa", "instruction set", "not supported by the target", "target hardware", "transpil")
+ISA_SIGNS = re.compile(r"\b(?:1517|ISA)\b|instruction set|not supported by the target|target hardware|transpil", re.I)
 ISA_HINT = (
     " [qiskit-classic-proxy: this {kind} job was translated to a V2 primitive job. The new API runs only "
     "circuits written for the backend's instruction set (ISA); old V1 code relied on server-side "
@@ -83,7 +85,7 @@ def isa_hint(kind: str, message: Any, code: Any = None) -> str | None:
     text = str(message or "")
     if "qiskit-classic-proxy[transpile]" in text:
         return None
-    if str(code) == "1517" or any(sign in text.lower() for sign in ISA_SIGNS):
+    if str(code) == "1517" or ISA_SIGNS.search(text):
         return text + ISA_HINT.format(kind=kind)
     return None
 
@@ -107,6 +109,10 @@ def restore_job(job: dict[str, Any]) -> dict[str, Any]:
         job["program"] = {"id": mark[0]}
     if "program_id" in job:
         job["program_id"] = mark[0]
+    params = job.get("params")
+    if isinstance(params, dict) and isinstance(params.get("pubs"), list) and "circuits" not in params:
+        # qiskit-ibm-provider's job.circuits() and V1 job.inputs read params["circuits"].
+        params["circuits"] = [p[0] for p in params["pubs"] if isinstance(p, list) and p]
     return job
 
 
@@ -186,9 +192,7 @@ class Programs:
             if status != 200 or conf is None or not conf.get("basis_gates") or not conf.get("n_qubits"):
                 return doc  # the new API's own answer to the submission will say what is wrong
             self.configurations[backend] = conf
-        from . import isa
-
-        await asyncio.to_thread(isa.transpile_pubs, doc, tr, conf)
+        await asyncio.to_thread(_transpile, doc, tr, conf)
         return doc
 
     @staticmethod
@@ -245,6 +249,9 @@ class Programs:
     def _results(call: Call, status: int, data: bytes) -> tuple[int, bytes]:
         tr = call.program
         assert isinstance(tr, Translation)
+        doc = _load(data) if status != 204 and data.strip() else None
+        if not isinstance(doc, dict) or ("pub_results" not in doc and not isinstance(doc.get("__value__"), dict)):
+            return status, data  # no result yet, or a failure text: as the new API said it
         call.action = ACTION
         try:
             return status, rebuild(tr, data, call.params.get("job_id", ""))
@@ -299,6 +306,13 @@ class Programs:
 
 def _ok(call: Call, status: int) -> bool:
     return 200 <= status < 300
+
+
+def _transpile(doc: dict[str, Any], tr: Translation, conf: dict[str, Any]) -> int:
+    """In a worker thread: qiskit's first import takes seconds, transpiling is CPU work."""
+    from . import isa
+
+    return isa.transpile_pubs(doc, tr, conf)
 
 
 def _always(call: Call, status: int) -> bool:

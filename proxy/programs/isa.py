@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import zlib
 from typing import Any
 
@@ -30,6 +31,8 @@ try:
     AVAILABLE = True
 except ImportError:  # the extra is not installed
     AVAILABLE = False
+
+log = logging.getLogger("qiskit_classic_proxy.programs")
 
 #: Instructions that are always there and need no target entry.
 _FREE = frozenset({"barrier"})
@@ -62,17 +65,15 @@ def is_isa(circuit: QuantumCircuit, target: Target) -> bool:
     return True
 
 
-def _load(node: Any, i: int) -> QuantumCircuit:
+def _load(node: Any, i: int) -> QuantumCircuit | None:
+    """The circuit, or None when this qiskit cannot read it (QPY version, symengine build...): it
+    then goes as it came, and the new API judges it."""
     data = circuit_payload(node)
     try:
-        if data is None:
-            raise ValueError("not an encoded QuantumCircuit")
-        return qpy.load(io.BytesIO(data))[0]
-    except Exception as exc:  # qpy raises many kinds (version, symengine build, ...)
-        raise BadRequest(
-            f"circuit {i} cannot be decoded for transpiling ({type(exc).__name__}: {exc}); transpile it "
-            "for the backend before submitting", code="transpile_failed",
-        ) from None  # fmt: skip
+        return qpy.load(io.BytesIO(data))[0] if data is not None else None
+    except Exception as exc:  # qpy raises many kinds
+        log.warning("circuit %d not transpiled: qiskit cannot decode it (%s: %s)", i, type(exc).__name__, exc)
+        return None
 
 
 def _dump(circuit: QuantumCircuit) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def transpile_pubs(body: dict[str, Any], tr: Translation, conf: dict[str, Any]) 
         key = str(pub[0].get("__value__"))[:4096] + str(len(str(pub[0].get("__value__"))))
         if key not in done:
             circuit = _load(pub[0], i)
-            if is_isa(circuit, target):
+            if circuit is None or is_isa(circuit, target):
                 done[key], layouts[key] = pub[0], None
             else:
                 try:

@@ -45,9 +45,11 @@ def pub_results(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if not isinstance(top, dict) or not isinstance(top.get("pub_results"), list):
         raise RebuildError("the new API's job result has no pub_results")
     out = []
-    for pub in top["pub_results"]:
-        value = _value(pub) or {}
-        data = _value(value.get("data")) or {}
+    for i, pub in enumerate(top["pub_results"]):
+        value = _value(pub)
+        if not isinstance(value, dict) or not isinstance(_value(value.get("data")), dict):
+            raise RebuildError(f"pub result {i} of the new API's job result has no data")
+        data = _value(value["data"])
         fields = data.get("fields")
         if not isinstance(fields, dict):  # older encodings put the fields at the top of the DataBin
             fields = {k: v for k, v in data.items() if k not in ("field_names", "field_types", "shape")}

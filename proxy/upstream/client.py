@@ -9,13 +9,15 @@ replay (after a 401) is decided by the caller, which knows the request never ran
 from __future__ import annotations
 
 import http.cookiejar
+import time
 from collections.abc import AsyncIterable
 from typing import Literal
 
 import httpx
 
 from ..config import Settings
-from ..errors import OutcomeUnknown, Overloaded, UpstreamError, UpstreamTimeout
+from ..errors import OutcomeUnknown, Overloaded, ProxyError, UpstreamError, UpstreamTimeout
+from . import egress
 
 #: RFC 9110 §7.6.1 connection-specific headers, plus ones we never pass either way.
 HOP_BY_HOP = frozenset(
@@ -35,7 +37,10 @@ RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "server", "date"}
 
 
 def default_transport(settings: Settings) -> httpx.AsyncBaseTransport:
-    """The upstream HTTP transport named by the `transport` setting (see BENCHMARKS.md)."""
+    """The upstream HTTP transport named by the `transport` setting (see BENCHMARKS.md), with the
+    outbound proxy and TLS trust of `egress` for the new API's origin."""
+    proxy = egress.proxy_for(settings, settings.effective_upstream_url)
+    ctx = egress.ssl_context(settings)
     if settings.transport == "httpx":
         limits = httpx.Limits(
             max_connections=settings.max_connections,
@@ -44,12 +49,14 @@ def default_transport(settings: Settings) -> httpx.AsyncBaseTransport:
             # already closed would make a POST's outcome ambiguous.
             keepalive_expiry=4.0,
         )
-        return httpx.AsyncHTTPTransport(limits=limits, retries=0)
+        return httpx.AsyncHTTPTransport(
+            limits=limits, retries=0, verify=ctx, proxy=proxy.httpx_proxy() if proxy else None
+        )
     from .transport import AiohttpTransport, NativeTransport
 
     if settings.transport == "aiohttp":
-        return AiohttpTransport(max_connections=settings.max_connections, keepalive_expiry=4.0)
-    return NativeTransport(max_connections=settings.max_connections, keepalive_expiry=4.0)
+        return AiohttpTransport(max_connections=settings.max_connections, keepalive_expiry=4.0, ssl=ctx, proxy=proxy)
+    return NativeTransport(max_connections=settings.max_connections, keepalive_expiry=4.0, ssl_context=ctx, proxy=proxy)
 
 
 class _NoCookies(http.cookiejar.CookieJar):
@@ -98,6 +105,11 @@ class Upstream:
                 write=settings.write_timeout,
                 pool=settings.pool_timeout,
             ),
+            # /readyz's probe: never longer than a readiness check can wait.
+            "probe": httpx.Timeout(
+                connect=settings.connect_timeout, read=min(settings.read_timeout, 5.0), write=5.0,
+                pool=settings.pool_timeout,
+            ),
         }
         self.transport = transport or default_transport(settings)
         #: Kept for its lifecycle (aclose closes the transport) and for ad-hoc callers; the hot
@@ -112,6 +124,22 @@ class Upstream:
         )
         self._extensions = {name: {"timeout": t.as_dict()} for name, t in self.timeouts.items()}
         self._send_fast = getattr(self.transport, "send_fast", None)
+        #: For /readyz: when an answer last came back (monotonic), and the last failure to connect.
+        self.reached_at: float | None = None
+        self.unreachable: tuple[float, str] | None = None
+
+    async def probe(self) -> str | None:
+        """A cheap GET /v1/versions through the same transport and egress: None if the new API
+        answered (any status), else why not."""
+        try:
+            resp = await self.open(
+                "GET", "/v1/versions", b"", [("accept", "application/json")], None,
+                timeout="probe", request_id="readiness-probe",
+            )
+        except ProxyError as exc:
+            return exc.message
+        await resp.aclose()
+        return None
 
     @property
     def host(self) -> str:
@@ -125,7 +153,7 @@ class Upstream:
         headers: list[tuple[str, str]],
         body: bytes | AsyncIterable[bytes] | None,
         *,
-        timeout: Literal["default", "submit"] = "default",
+        timeout: Literal["default", "submit", "probe"] = "default",
         creates: bool = False,
         request_id: str = "",
     ) -> httpx.Response:
@@ -142,34 +170,46 @@ class Upstream:
             body = body.stream()
         try:
             if self._send_fast is not None:
-                return await self._send_fast(method, url, headers, body, ext["timeout"])
-            request = httpx.Request(method, url, headers=headers, content=body, extensions=ext)
-            return await self.transport.handle_async_request(request)
-        except httpx.PoolTimeout:
-            raise Overloaded(
-                f"too many requests in flight to the upstream; retry shortly (request {request_id})",
-                headers={"retry-after": "1"},
-            ) from None
-        except httpx.ConnectTimeout:
+                resp = await self._send_fast(method, url, headers, body, ext["timeout"])
+            else:
+                request = httpx.Request(method, url, headers=headers, content=body, extensions=ext)
+                resp = await self.transport.handle_async_request(request)
+            self.reached_at = time.monotonic()
+            return resp
+        except (httpx.ProxyError, httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
+            self.unreachable = (time.monotonic(), type(exc).__name__)
             where = f"{self.host} ({method} {path}, request {request_id})"
-            raise UpstreamTimeout(f"connecting to the new API timed out: {where}") from None
-        except (httpx.ConnectError, httpx.WriteError, httpx.WriteTimeout, httpx.UnsupportedProtocol) as exc:
-            # The request did not get through whole: nothing ran upstream, a retry is safe.
-            where = f"{self.host} ({method} {path}, request {request_id})"
-            raise UpstreamError(f"new API unreachable ({type(exc).__name__}): {where}") from None
-        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
-            where = f"{self.host} ({method} {path}, request {request_id})"
-            if creates:
-                raise OutcomeUnknown(
-                    f"the new API received the request but gave no answer ({type(exc).__name__}): "
-                    f"{where}. It may have been created: list your jobs/sessions before resubmitting."
-                ) from None
-            if isinstance(exc, httpx.ReadTimeout):
-                raise UpstreamTimeout(f"the new API did not answer in time: {where}") from None
-            raise UpstreamError(f"the new API dropped the connection ({type(exc).__name__}): {where}") from None
+            raise self._error(exc, where, request_id, creates) from None
         except httpx.HTTPError as exc:
             where = f"{self.host} ({method} {path}, request {request_id})"
-            raise UpstreamError(f"upstream request failed ({type(exc).__name__}): {where}") from None
+            raise self._error(exc, where, request_id, creates) from None
+
+    @staticmethod
+    def _error(exc: httpx.HTTPError, where: str, request_id: str, creates: bool) -> ProxyError:
+        """The httpx exception -> the proxy's answer (502/503/504), with what is known of the outcome."""
+        if isinstance(exc, httpx.PoolTimeout):
+            return Overloaded(
+                f"too many requests in flight to the upstream; retry shortly (request {request_id})",
+                headers={"retry-after": "1"},
+            )
+        if isinstance(exc, httpx.ProxyError):
+            # The outbound proxy refused the tunnel (407, 403, 502...): nothing reached the new API.
+            return UpstreamError(f"new API unreachable: {exc}: {where}")
+        if isinstance(exc, httpx.ConnectTimeout):
+            return UpstreamTimeout(f"connecting to the new API timed out: {where}")
+        if isinstance(exc, (httpx.ConnectError, httpx.WriteError, httpx.WriteTimeout, httpx.UnsupportedProtocol)):
+            # The request did not get through whole: nothing ran upstream, a retry is safe.
+            return UpstreamError(f"new API unreachable ({type(exc).__name__}): {where}")
+        if isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)):
+            if creates:
+                return OutcomeUnknown(
+                    f"the new API received the request but gave no answer ({type(exc).__name__}): "
+                    f"{where}. It may have been created: list your jobs/sessions before resubmitting."
+                )
+            if isinstance(exc, httpx.ReadTimeout):
+                return UpstreamTimeout(f"the new API did not answer in time: {where}")
+            return UpstreamError(f"the new API dropped the connection ({type(exc).__name__}): {where}")
+        return UpstreamError(f"upstream request failed ({type(exc).__name__}): {where}")
 
     async def aclose(self) -> None:
         await self.client.aclose()

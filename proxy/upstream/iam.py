@@ -128,6 +128,8 @@ class TokenProvider:
             )
         except httpx.TimeoutException:
             raise self._fail(IamError("IAM did not answer in time", headers=_retry())) from None
+        except httpx.ProxyError as exc:  # the outbound proxy refused the tunnel (407, 403...)
+            raise self._fail(IamError(f"IAM unreachable: {exc}", headers=_retry())) from None
         except httpx.HTTPError as exc:
             raise self._fail(IamError(f"IAM unreachable ({type(exc).__name__})", headers=_retry())) from None
         if resp.status_code in (400, 401, 403):

@@ -11,7 +11,8 @@ anyio lock and a readability poll on every pool operation). Two replacements, bo
   (`QCP_TRANSPORT=aiohttp`).
 
 Both guarantee, like httpx's default transport as `proxy.upstream.client` configures it:
-- no cookie jar, no redirects, no proxies from the environment, no automatic decompression
+- no cookie jar, no redirects, no proxies from the environment (the outbound proxy is given
+  explicitly, see `proxy.upstream.egress`: CONNECT tunnels for https), no automatic decompression
   (bytes pass through as the upstream sent them), no retries;
 - request bodies may be bytes or async iterators (streamed, with the caller's Content-Length);
 - responses stream (`httpx.AsyncByteStream`) with flow control; closing one before its end closes
@@ -43,6 +44,8 @@ import aiohttp
 import httptools
 import httpx
 
+from .egress import ProxyURL
+
 __all__ = ["AiohttpTransport", "NativeTransport"]
 
 _ConnectionTimeout: type[BaseException] = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ServerTimeoutError)
@@ -53,7 +56,9 @@ def _map_error(exc: BaseException, request: httpx.Request | None) -> httpx.Trans
     """One aiohttp (or asyncio) exception -> the httpx exception with the same meaning."""
     msg = str(exc) or type(exc).__name__
     err: httpx.TransportError
-    if isinstance(exc, _ConnectionTimeout):
+    if isinstance(exc, aiohttp.ClientHttpProxyError):  # the outbound proxy refused CONNECT (407, 403...)
+        err = httpx.ProxyError(f"the outbound proxy answered {exc.status} {exc.message} to CONNECT")
+    elif isinstance(exc, _ConnectionTimeout):
         err = httpx.ConnectTimeout(msg)
     elif isinstance(exc, asyncio.TimeoutError):  # sock_read: no byte from the upstream in time
         err = httpx.ReadTimeout(msg)
@@ -132,7 +137,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: float = 4.0,
         read_bufsize: int = 64 * 1024,
         ssl: Any = True,
+        proxy: ProxyURL | None = None,
     ) -> None:
+        self._proxy = proxy.url if proxy else None
+        auth = proxy.authorization if proxy else None
+        self._proxy_headers = {"Proxy-Authorization": auth} if auth else None
         self._max_connections = max_connections
         self._keepalive = keepalive_expiry
         self._read_bufsize = read_bufsize
@@ -224,6 +233,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 chunked=None,
                 expect100=False,
                 raise_for_status=False,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
             )
         except BaseException as exc:
             slot.release()
@@ -423,9 +434,9 @@ def _expire(waiter: asyncio.Future[None], what: str) -> None:
 
 
 class _Origin:
-    __slots__ = ("host", "host_header", "key", "port", "server_hostname", "ssl")
+    __slots__ = ("extra_head", "host", "host_header", "key", "port", "server_hostname", "ssl", "target_prefix", "via")
 
-    def __init__(self, scheme: str, host: str, port: int | None, ssl: Any) -> None:
+    def __init__(self, scheme: str, host: str, port: int | None, ssl: Any, via: ProxyURL | None = None) -> None:
         default = 443 if scheme == "https" else 80
         self.port = port or default
         self.host = host
@@ -435,6 +446,47 @@ class _Origin:
         self.ssl = ssl if scheme == "https" else None
         self.server_hostname = host if scheme == "https" else None
         self.key = (scheme, host, self.port)
+        #: The outbound proxy: https goes through a CONNECT tunnel, http as absolute-form requests.
+        self.via = via
+        self.target_prefix = ""
+        self.extra_head = ""
+        if via is not None and scheme == "http":
+            self.target_prefix = f"http://{self.host_header}"
+            if via.authorization:
+                self.extra_head = f"proxy-authorization: {via.authorization}\r\n"
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class _ConnectReply(asyncio.Protocol):
+    """Reads the outbound proxy's answer to CONNECT; after a 200 the socket carries TLS to the origin."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.buf = bytearray()
+        self.done: asyncio.Future[tuple[int, str, bool]] = loop.create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > 16384:
+                self.done.set_exception(httpx.ProxyError("the outbound proxy's answer to CONNECT is too long"))
+            return
+        line = bytes(self.buf[: self.buf.find(b"\r\n")]).decode("latin-1")
+        parts = line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            self.done.set_exception(httpx.ProxyError("the outbound proxy answered CONNECT with no HTTP status line"))
+            return
+        self.done.set_result((int(parts[1]), parts[2] if len(parts) > 2 else "", end + 4 < len(self.buf)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(httpx.ProxyError("the outbound proxy closed the connection during CONNECT"))
 
 
 class _NativeStream(httpx.AsyncByteStream):
@@ -492,10 +544,12 @@ class NativeTransport(httpx.AsyncBaseTransport):
         max_connections: int = 100,
         keepalive_expiry: float = 4.0,
         ssl_context: Any = None,
+        proxy: ProxyURL | None = None,
     ) -> None:
         self._max_connections = max_connections
         self._keepalive = keepalive_expiry
         self._ssl = ssl_context
+        self._proxy = proxy
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._origins: dict[str, tuple[_Origin, int]] = {}
         self._sem: asyncio.Semaphore | None = None
@@ -516,7 +570,7 @@ class NativeTransport(httpx.AsyncBaseTransport):
             ssl = None
             if u.scheme == "https":
                 ssl = self._ssl = self._ssl or httpx.create_ssl_context()
-            hit = self._origins[prefix] = (_Origin(u.scheme, u.hostname, u.port, ssl), 0)
+            hit = self._origins[prefix] = (_Origin(u.scheme, u.hostname, u.port, ssl, self._proxy), 0)
         if "\r" in target or "\n" in target or " " in target or "\0" in target:
             raise httpx.UnsupportedProtocol("invalid characters in the request target")
         return hit[0], target
@@ -541,23 +595,59 @@ class NativeTransport(httpx.AsyncBaseTransport):
                 if not conn.closed and now - conn.idle_since < self._keepalive:
                     return conn
                 conn.close()
+        via = origin.via
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(loop),
-                    origin.host,
-                    origin.port,
-                    ssl=origin.ssl,
-                    server_hostname=origin.server_hostname,
-                ),
-                timeout,
-            )
+            if via is None:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _Connection(loop),
+                        origin.host,
+                        origin.port,
+                        ssl=origin.ssl,
+                        server_hostname=origin.server_hostname,
+                    ),
+                    timeout,
+                )
+            elif origin.ssl is None:  # plain http through the proxy: absolute-form requests to it
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Connection(loop), via.host, via.port), timeout
+                )
+            else:
+                conn = await asyncio.wait_for(self._tunnel(loop, origin, via), timeout)
         except asyncio.TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {origin.host}:{origin.port} timed out") from None
+            where = f" through the outbound proxy {via.display}" if via else ""
+            raise httpx.ConnectTimeout(f"connecting to {origin.host}:{origin.port}{where} timed out") from None
         except OSError as exc:  # refused, unreachable, DNS (socket.gaierror), TLS (ssl.SSLError)
-            raise httpx.ConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from None
+            where = f" through the outbound proxy {via.display}" if via else ""
+            raise httpx.ConnectError(f"cannot connect to {origin.host}:{origin.port}{where}: {exc}") from None
         conn.key = origin.key
         return conn
+
+    async def _tunnel(self, loop: asyncio.AbstractEventLoop, origin: _Origin, via: ProxyURL) -> _Connection:
+        """CONNECT origin through the outbound proxy, then TLS to the origin inside the tunnel."""
+        reply = _ConnectReply(loop)
+        transport, _ = await loop.create_connection(lambda: reply, via.host, via.port)
+        try:
+            auth = f"proxy-authorization: {via.authorization}\r\n" if via.authorization else ""
+            transport.write(
+                f"CONNECT {origin.authority} HTTP/1.1\r\nhost: {origin.authority}\r\n{auth}\r\n".encode("latin-1")
+            )
+            status, reason, extra = await reply.done
+            if status != 200:
+                raise httpx.ProxyError(
+                    f"the outbound proxy {via.display} answered {status} {reason.strip()} to CONNECT {origin.authority}"
+                )
+            if extra:
+                raise httpx.ProxyError(f"the outbound proxy {via.display} sent bytes before the tunnel's TLS")
+            conn = _Connection(loop)
+            tls = await loop.start_tls(transport, conn, origin.ssl, server_hostname=origin.server_hostname)
+            if tls is None:
+                raise httpx.ConnectError(f"TLS to {origin.authority} through {via.display} did not start")
+            conn.connection_made(tls)
+            return conn
+        except BaseException:
+            transport.close()
+            raise
 
     # -- requests ----------------------------------------------------------------------------------
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -592,7 +682,9 @@ class NativeTransport(httpx.AsyncBaseTransport):
         sem = self._sem
         assert sem is not None
         origin, target = self._origin(url)
-        head = [f"{method} {target} HTTP/1.1\r\nhost: {origin.host_header}\r\n"]
+        head = [
+            f"{method} {origin.target_prefix}{target} HTTP/1.1\r\nhost: {origin.host_header}\r\n{origin.extra_head}"
+        ]
         has_length = False
         for k, v in headers:
             if "\n" in v or "\r" in v or "\n" in k or "\r" in k or ":" in k:

@@ -29,6 +29,7 @@ def test_isa_hint_only_for_isa_refusals() -> None:
     assert "qiskit-classic-proxy[transpile]" in (isa_hint("estimator", "circuit is not ISA") or "")
     assert isa_hint("sampler", "anything", 1517) is not None
     assert isa_hint("sampler", "Job cancelled by user", 1400) is None
+    assert isa_hint("sampler", "the backend is disabled", 1400) is None  # no ISA inside words
 
 
 def test_a_refused_translated_submission_names_the_extra() -> None:
@@ -67,3 +68,9 @@ def test_only_clients_that_had_v1_primitives_get_large_bodies_parsed() -> None:
     assert may_be_v1(call("qiskit_ibm_runtime-0.20.0", (0, 20, 0)))
     assert not may_be_v1(call("qiskit_ibm_runtime-0.40.1", (0, 40, 1)))
     assert may_be_v1(call())
+
+
+def test_restored_params_list_the_circuits_for_old_readers() -> None:
+    c1 = {"__type__": "QuantumCircuit", "__value__": "x"}
+    job = {"tags": [MARKER + "circuit-runner"], "params": {"pubs": [[c1, None, 10]], "version": 2}}
+    assert restore_job(job)["params"]["circuits"] == [c1]

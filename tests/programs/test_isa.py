@@ -96,3 +96,11 @@ def test_skip_transpilation_is_respected(servers: tuple[EmulatorHandle, Running]
     assert r.status_code == 200 and "x-qcp-transpiled" not in r.headers
     [post] = [x for x in em.api_requests() if x["method"] == "POST"]
     assert post["body"]["params"]["pubs"][0][0] == V1[2]["params"]["circuits"][0]
+
+
+def test_a_circuit_this_qiskit_cannot_read_goes_as_it_came() -> None:
+    body, tr = translate_submission(copy.deepcopy(V1[0]))
+    junk = {"__type__": "QuantumCircuit", "__value__": base64.b64encode(zlib.compress(b"QISKIT\x63junk")).decode()}
+    body["params"]["pubs"][0][0] = junk
+    assert transpile_pubs(body, tr, CONF) == 0
+    assert body["params"]["pubs"][0][0] == junk

@@ -211,6 +211,7 @@ def test_explain_shows_the_v2_body_of_a_v1_submission() -> None:
     assert x["outcome"] == "translate_program"
     sent = x["upstream"]["body"]
     assert sent["program_id"] == "sampler" and sent["params"]["version"] == 2 and len(sent["params"]["pubs"]) == 1
+    assert any("circuit-runner job: translated to the sampler" in n for n in x["notes"])
 
 
 def test_fixture_result_shapes_match_the_sdk_fixture() -> None:
@@ -248,3 +249,29 @@ def test_results_of_a_v2_job_cost_one_cheap_lookup_once(c: httpx.Client, em: Emu
     paths = [(r["path"], r["query"]) for r in em.api_requests()]
     lookups = [p for p in paths if p[0] == f"/api/v1/jobs/{job_id}"]
     assert len(lookups) == 1 and lookups[0][1].get("exclude_params") in (["true"], "true")
+
+
+def test_results_of_a_failed_translated_job_pass_as_the_new_api_said(c: httpx.Client, em: EmulatorHandle) -> None:
+    job_id = submit(c, RUNNER, PROVIDER)
+    em.state.set_job_status(job_id, "Failed", reason="Out of memory", reason_code=1305)
+    r = c.get(f"/runtime/jobs/{job_id}/results", headers=PROVIDER)
+    assert r.status_code < 500 and "Out of memory" in r.text
+
+
+def test_a_malformed_primitive_result_is_a_502_not_a_traceback(c: httpx.Client, em: EmulatorHandle) -> None:
+    em.state.config.results["sampler"] = b'{"__type__": "PrimitiveResult", "__value__": {"pub_results": [{}]}}'
+    job_id = submit(c, RUNNER, PROVIDER)
+    r = c.get(f"/runtime/jobs/{job_id}/results", headers=PROVIDER)
+    assert r.status_code == 502 and r.json()["errors"][0]["code"] == "result_translation_failed"
+
+
+def test_the_programs_policy_is_shown_and_checked() -> None:
+    from proxy.classic.routes import RouteTable
+    from proxy.config import ConfigError, load_settings
+    from proxy.phaseout.policy import build_plans
+
+    plans = build_plans(load_settings(None, usage_db="", routes={"POST /jobs": {"programs": "refuse"}}), RouteTable())
+    assert plans["POST /jobs"].describe_policy() == "translate; V1 programs refused"
+    assert plans["POST /jobs"].as_dict()["programs"] == "refuse"
+    with pytest.raises(ConfigError, match="only job submissions"):
+        build_plans(load_settings(None, usage_db="", routes={"GET /jobs": {"programs": "refuse"}}), RouteTable())
