@@ -812,6 +812,12 @@ def render(b: Bench, info: dict[str, str]) -> str:
             "pool and IAM token."
         )
         add("")
+    # -- V1 program translation (bench/programs.py)
+    if b.notes.get("programs"):
+        sys.path.insert(0, str(ROOT / "bench"))
+        from programs import section
+
+        lines.extend(section(b.notes["programs"]))
     # -- machine and commands
     add("## Machine")
     add("")
@@ -962,6 +968,11 @@ def main() -> int:
         )
         b.commands.append(shlex.join(tc_cmd))
         print(f"  {b.notes['transport_cpu']}")
+        pg_cmd = [sys.executable, str(ROOT / "bench" / "programs.py"), "100", "4000", "20"]
+        b.notes["programs"] = json.loads(
+            subprocess.run(pg_cmd, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()[-1]
+        )
+        b.commands.append(shlex.join(pg_cmd))
         print("direct upstream")
         b.load("direct upstream (nginx)", up.url + UPSTREAM_ROUTE, 1, None, auth)
         b.load("direct upstream (nginx)", up.url + UPSTREAM_ROUTE, 32, None, auth)

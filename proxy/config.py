@@ -103,6 +103,8 @@ class RoutePolicy(BaseModel):
     brownout_windows: list[str] = Field(default_factory=list)
     deprecation: datetime | None = None
     sunset: datetime | None = None
+    #: job submissions: translate V1 primitive / circuit-runner jobs to V2 ("translate"), or refuse them.
+    programs: Literal["translate", "refuse"] = "translate"
 
 
 class Settings(BaseSettings):

@@ -39,16 +39,16 @@ from .classic.rewrite import UpstreamRequest, parse_json_object, translate_reque
 from .classic.routes import Forward, Local, Route, RouteTable, normalize
 from .classic.routes import Gone as GoneAction
 from .config import Settings
-from .errors import BadRequest, Gone, ProxyError, RetiredProgram, UpstreamError
+from .errors import BadRequest, Gone, ProxyError, UpstreamError
 from .instances import InstanceMemory
 from .logs import log_access
 from .phaseout.policy import PhaseOut
+from .programs import RUNNERS, V1_PRIMITIVES, Programs, may_be_v1, restore_job
 from .upstream.client import Upstream, response_headers
 from .upstream.iam import TokenProvider
 
 log = logging.getLogger("qiskit_classic_proxy")
 
-RETIRED_PROGRAMS = frozenset({"circuit-runner", "qasm3-runner"})
 #: Caller headers that may go upstream; everything else (Authorization, X-Access-Token, Cookie...) stays.
 PASS_HEADERS = ("accept", "accept-language", "x-qx-client-application", "parent-job-id")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -67,6 +67,7 @@ class Pipeline:
         self.auth = LegacyAuth(settings, self.access_tokens)
         self.identity = Identity(settings, self.access_tokens)
         self.instances = InstanceMemory(settings)
+        self.programs = Programs()
         self.upstream: Upstream | None = None
         self.tokens: TokenProvider | None = None
         self.local: dict[str, Callable[[Call, bytes], Awaitable[Reply]]] = {
@@ -76,6 +77,7 @@ class Pipeline:
             "network": self.auth.network,
             "logout": self.auth.logout,
             **answers.LOCAL,
+            "job_type": lambda call, body: self.programs.job_type(call, self._fetch_job),
         }
         self._check_table()
 
@@ -100,7 +102,7 @@ class Pipeline:
                 started = True
                 call.status = message["status"]
                 if call.route is not None:
-                    extra = phaseout.headers(call)
+                    extra = [*phaseout.headers(call), *self.programs.headers(call)]
                     if extra:
                         message = {**message, "headers": [*message["headers"], *extra]}
             await send(message)
@@ -156,10 +158,14 @@ class Pipeline:
         assert self.upstream is not None and self.tokens is not None
         doc, spooled = await self._read_json(call, action, receive)
         self.instances.select(call, doc)  # 6. translate
+        if call.program is not None and doc is not None:  # a V1 job: ISA transpile with the extra
+            doc = await self.programs.transpile(call, doc, self._fetch_configuration)
         req = translate_request(route, call.params, call.query, doc if spooled is None else None)
         body: bytes | SpooledBody | None = spooled if spooled is not None else req.body
         call.upstream = req.label
-        answer = answers.ANSWERS.get(action.answer) if action.answer else None
+        if action.answer == "results" and "job_id" in call.params:
+            call.program = await self.programs.lookup(call, call.params["job_id"], self._fetch_job)
+        answer = self.programs.answer(call, action.answer, answers.ANSWERS.get(action.answer or ""))
         headers = self._upstream_headers(call, buffered=answer is not None, has_body=body is not None)
         if action.fanout and not call.instance_explicit and self.instances.several:
             await self._fanout_list(call, req.path, req.query, headers, send)
@@ -192,7 +198,7 @@ class Pipeline:
     async def _read_json(
         self, call: Call, action: Forward, receive: Callable
     ) -> tuple[dict[str, Any] | None, SpooledBody | None]:
-        """The JSON body (or the captured keys of a spooled one); refuses retired programs."""
+        """The JSON body (or the captured keys of a spooled one); V1 programs become V2 ones."""
         if action.body is None:
             return None, None
         # Bodies over STREAM_THRESHOLD (job submissions can be 100 MB+) are validated and
@@ -203,15 +209,58 @@ class Pipeline:
         spooled = raw if isinstance(raw, SpooledBody) else None
         doc = raw.captured if spooled is not None else parse_json_object(raw)
         program = doc.get("program_id")
-        if action.creates and isinstance(program, str) and program in RETIRED_PROGRAMS:
-            if spooled is not None:
-                spooled.close()
-            raise RetiredProgram(
-                f"program '{program}' is retired on the new IBM Quantum Platform (backend.run and "
-                "circuit-runner/qasm3-runner are gone); submit with SamplerV2 instead",
-                code="program_retired",
-            )
+        if action.creates and isinstance(program, str) and (program in RUNNERS or program in V1_PRIMITIVES):
+            return self._translate_program(call, doc, spooled)
         return doc, spooled
+
+    def _translate_program(
+        self, call: Call, doc: dict[str, Any], spooled: SpooledBody | None
+    ) -> tuple[dict[str, Any], SpooledBody | None]:
+        """V1 primitive / backend.run submissions -> SamplerV2/EstimatorV2 (proxy/programs/)."""
+        if spooled is not None:
+            if doc.get("program_id") not in RUNNERS and (not may_be_v1(call) or _has_key(spooled, b'"pubs"')):
+                return doc, spooled  # a large V2 body: keep streaming it
+            try:
+                spooled.file.seek(0)
+                doc = parse_json_object(spooled.file.read())
+            finally:
+                spooled.close()
+        policy = self.settings.routes.get(call.route.key) if call.route else None
+        return self.programs.submission(call, doc, policy is None or policy.programs == "translate"), None
+
+    async def _fetch_configuration(self, call: Call, backend: str) -> tuple[int, dict[str, Any] | None]:
+        """`GET /v1/backends/{name}/configuration` for the ISA transpile (programs.transpile)."""
+        headers = [*self._upstream_headers(call, buffered=True, has_body=False), ("service-crn", call.crn)]
+        resp = await self._open_once(call, "GET", f"/v1/backends/{backend}/configuration", b"", headers, None)
+        try:
+            data = await resp.aread()
+        finally:
+            await resp.aclose()
+        doc = json.loads(data) if resp.status_code == 200 and data else None
+        return resp.status_code, doc if isinstance(doc, dict) else None
+
+    async def _fetch_job(self, call: Call, job_id: str, params: bool) -> tuple[int, dict[str, Any] | None]:
+        """`GET /v1/jobs/{id}` for the translation's bookkeeping (programs.lookup / job_type)."""
+        headers = self._upstream_headers(call, buffered=True, has_body=False)
+        query = b"" if params else b"exclude_params=true"
+        mem = self.instances
+        crns = [call.crn]
+        if not call.instance_explicit and mem.several:  # as in _open: an unknown job may be elsewhere
+            crns += [c for c in mem.crns.values() if c != call.crn]
+        for crn in crns:
+            hdrs = [*headers, ("service-crn", crn)]
+            resp = await self._open_once(call, "GET", f"/v1/jobs/{job_id}", query, hdrs, None)
+            try:
+                data = await resp.aread()
+            finally:
+                await resp.aclose()
+            if resp.status_code != 404:
+                break
+        if resp.status_code == 200 and crn != call.crn:
+            call.crn, call.instance = crn, mem.by_crn[crn]
+            mem.put(job_id, call.instance)
+        doc = json.loads(data) if resp.status_code == 200 and data else None
+        return resp.status_code, doc if isinstance(doc, dict) else None
 
     def _upstream_headers(self, call: Call, *, buffered: bool, has_body: bool) -> Headers:
         """Caller headers that may pass, plus the proxy's own; identity headers come in `_open`."""
@@ -335,7 +384,7 @@ class Pipeline:
             sub_count = int(doc.get("count", len(page)))
             for j in page:
                 call.instance = name
-                answers.job_hgp(call, j)
+                restore_job(answers.job_hgp(call, j))
                 self.instances.put(j.get("id", ""), name)
             got += page
             sub_offset += len(page)
@@ -402,6 +451,18 @@ class Pipeline:
         finally:
             if watcher is not None:
                 watcher.cancel()
+
+
+def _has_key(spooled: SpooledBody, key: bytes) -> bool:
+    """Does the spooled JSON contain `key` (quoted)? A byte scan: V2 bodies have "pubs", V1 ones do
+    not (an escaped \"pubs\" inside a string does not match), and no large body is parsed for it."""
+    tail = b""
+    spooled.file.seek(0)
+    while chunk := spooled.file.read(256 * 1024):
+        if key in tail + chunk[: len(key)] or key in chunk:
+            return True
+        tail = chunk[-len(key) :]
+    return False
 
 
 def _new_call(scope: dict) -> Call:

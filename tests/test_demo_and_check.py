@@ -75,6 +75,25 @@ def test_readme_curl_examples_work_against_the_demo(demo: str) -> None:
     assert submitted["id"] and submitted["backend"] == "fake_manila"
     assert json.loads(outputs[2])["jobs"]
     assert "410" in outputs[3].splitlines()[0]
+    v1 = json.loads(outputs[4])  # a V1 Sampler job (params.circuits, no version): accepted, translated
+    assert v1["id"] and v1["backend"] == "fake_manila"
+    job = httpx.get(f"{demo}/runtime/jobs/{v1['id']}", timeout=10).json()
+    assert job["program"]["id"] == "sampler"
+
+
+def test_demo_shows_a_v1_call_translated() -> None:
+    """The banner has a line saying a V1 Sampler job ran upstream as a SamplerV2 one, and its answer."""
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--seconds", "0.5"],
+        capture_output=True, text=True, env=clean_env(), timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("V1 call translated:")), None)
+    assert line is not None, proc.stdout
+    assert "ran upstream as program 'sampler' version 2 with 1 pub(s)" in line, line
+    quasi = json.loads(line.split("quasi_dists=", 1)[1])
+    assert len(quasi) == 1 and abs(sum(quasi[0].values()) - 1) < 0.01
 
 
 def test_demo_translates_a_classic_call(demo: str) -> None:

@@ -331,14 +331,18 @@ def test_failure_outcomes_are_deterministic(env: Env, h: dict[str, str]) -> None
         ({"backend": "fake_manila"}, 400, "invalid_parameter"),
         ({"program_id": "sampler"}, 400, "invalid_parameter"),
         ({"program_id": "sampler", "backend": "ibm_nowhere"}, 404, "not_found"),
-        ({"program_id": "circuit-runner", "backend": "fake_manila"}, 404, "not_found"),
+        ({"program_id": "circuit-runner", "backend": "fake_manila"}, 400, 1513),
+        ({"program_id": "qasm3-runner", "backend": "fake_manila"}, 400, 1513),
+        ({"program_id": "sampler", "backend": "fake_manila", "params": {"circuits": []}}, 400, 1513),
+        ({"program_id": "estimator", "backend": "fake_manila", "params": {"version": 1}}, 400, 1513),
+        ({"program_id": "no-such-program", "backend": "fake_manila"}, 404, "not_found"),
         ({**SAMPLER_BODY, "cost": 10801}, 400, "invalid_parameter"),
         ({**SAMPLER_BODY, "log_level": "loud"}, 400, "invalid_parameter"),
         ({**SAMPLER_BODY, "session_id": "s-unknown"}, 404, "not_found"),
         ({**SAMPLER_BODY, "start_session": True}, 400, "invalid_parameter"),
     ],
 )
-def test_job_create_validation(env: Env, h: dict[str, str], body: dict[str, Any], status: int, code: str) -> None:
+def test_job_create_validation(env: Env, h: dict[str, str], body: dict[str, Any], status: int, code: str | int) -> None:
     r = env.http.post("/api/v1/jobs", headers=h, json=body)
     assert r.status_code == status, r.text
     assert error_of(r)["code"] == code

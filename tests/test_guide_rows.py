@@ -206,7 +206,7 @@ def test_put_job_tags(client: httpx.Client, emulator: EmulatorHandle, job_id: st
 
 
 def test_post_job_cancel_and_delete(client: httpx.Client, emulator: EmulatorHandle) -> None:
-    r = client.post("/runtime/jobs", json={"program_id": "sampler", "backend": "fake_manila", "params": {}})
+    r = client.post("/runtime/jobs", json={"program_id": "sampler", "backend": "fake_manila", "params": {"version": 2}})
     jid = r.json()["id"]
     emulator.clear()
     r = client.post(f"/runtime/jobs/{jid}/cancel")

@@ -186,24 +186,48 @@ def test_job_not_found_carries_the_classic_error_and_3250(client: httpx.Client) 
 
 
 @pytest.mark.parametrize("headers", [R40, R23, PROVIDER, {"X-Access-Token": "anything"}])
-def test_usage_and_job_type_are_answered_for_legacy_sdks(
+def test_usage_is_answered_for_legacy_sdks(
     client: httpx.Client, emulator: EmulatorHandle, headers: dict[str, str]
 ) -> None:
     usage = client.get("/runtime/usage", headers=headers)
     assert usage.status_code == 200
     assert usage.json()["byInstance"][0]["pendingJobs"] == 0
-    typ = client.get("/runtime/facade/v1/jobs/abc/type", headers=headers)
-    assert typ.json() == {"type": "RUNTIME"}
     assert emulator.api_requests() == []
 
 
+@pytest.mark.parametrize("headers", [R23, PROVIDER])
+def test_job_type_of_an_unknown_job_is_the_providers_not_found(
+    client: httpx.Client, emulator: EmulatorHandle, headers: dict[str, str]
+) -> None:
+    """Only translated jobs are RUNTIME (tests/programs/); an unknown one must read as 3250 so
+    the provider's retrieve_job raises IBMJobNotFoundError."""
+    typ = client.get("/runtime/facade/v1/jobs/abc/type", headers=headers)
+    assert typ.status_code == 404
+    assert "Error code: 3250." in typ.json()["error"]["message"]
+    assert [r["path"] for r in emulator.api_requests()] == ["/api/v1/jobs/abc"]
+
+
 @pytest.mark.parametrize("program", ["circuit-runner", "qasm3-runner"])
-def test_retired_programs_get_a_clear_4xx(client: httpx.Client, emulator: EmulatorHandle, program: str) -> None:
-    r = client.post("/runtime/jobs", json={"program_id": program, "backend": "fake_manila", "params": {}})
+def test_retired_programs_get_a_clear_4xx_when_translation_is_off(
+    make_proxy: Any, emulator: EmulatorHandle, program: str
+) -> None:
+    p = make_proxy(routes={"POST /jobs": {"programs": "refuse"}})
+    emulator.clear()
+    r = httpx.post(p.url + "/runtime/jobs", json={"program_id": program, "backend": "fake_manila", "params": {}})
     assert r.status_code == 400
     err = r.json()
     assert err["errors"][0]["code"] == "program_retired"
     assert "SamplerV2" in err["error"]["message"]
+    assert emulator.api_requests() == []
+
+
+@pytest.mark.parametrize("program", ["circuit-runner", "qasm3-runner"])
+def test_runner_jobs_without_circuits_get_a_clear_400(
+    client: httpx.Client, emulator: EmulatorHandle, program: str
+) -> None:
+    r = client.post("/runtime/jobs", json={"program_id": program, "backend": "fake_manila", "params": {}})
+    assert r.status_code == 400
+    assert "'circuits'" in r.json()["error"]["message"]
     assert emulator.api_requests() == []
 
 

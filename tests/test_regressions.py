@@ -16,7 +16,8 @@ def test_aiohttp_does_not_silently_resend_a_dropped_delete() -> None:
     proxy = start_proxy(proxy_settings(emu.url), transport=AiohttpTransport())
     try:
         with httpx.Client(base_url=proxy.url, timeout=10) as c:
-            job = c.post("/runtime/jobs", json={"program_id": "sampler", "backend": "fake_manila", "params": {}})
+            body = {"program_id": "sampler", "backend": "fake_manila", "params": {"version": 2}}
+            job = c.post("/runtime/jobs", json=body)
             job_id = job.json()["id"]
             c.post(f"/runtime/jobs/{job_id}/cancel")
             emu.state.set_faults(add_rules=[{"match": "DELETE /v1/jobs/*", "action": "drop", "times": 1}])

@@ -376,14 +376,18 @@ def test_large_malformed_body_is_400_before_anything_is_forwarded(make: Any, stu
     assert app.jobs == []
 
 
-def test_large_submission_of_a_retired_program_is_refused(make: Any, stub: tuple[str, StubUpstream]) -> None:
+def test_large_submission_of_a_retired_program_is_read_whole_and_checked(
+    make: Any, stub: tuple[str, StubUpstream]
+) -> None:
+    """circuit-runner bodies are translated (proxy/programs/) even when spooled; this one has pubs
+    instead of circuits, so it is refused before anything is sent."""
     _, app = stub
     base = make()
     app.jobs.clear()
     body = b"".join(submission_chunks(2 * 1024 * 1024)).replace(b'"sampler"', b'"circuit-runner"')
     with httpx.Client(timeout=30, trust_env=False) as c:
         r = c.post(base + "/runtime/jobs", content=body)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "program_retired"
+    assert r.status_code == 400 and "'circuits'" in r.json()["error"]["message"]
     assert app.jobs == []
 
 

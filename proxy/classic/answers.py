@@ -193,9 +193,5 @@ async def usage(call: Call, body: bytes) -> Reply:
     )
 
 
-async def job_type(call: Call, body: bytes) -> Reply:
-    """qiskit-ibm-provider asks this before reading results; everything is a Runtime job now."""
-    return Reply.json({"type": "RUNTIME"})
-
-
-LOCAL = {"usage": usage, "job_type": job_type}
+#: (`job_type`, for /facade/v1/jobs/{id}/type, is the pipeline's: it asks proxy/programs/.)
+LOCAL = {"usage": usage}

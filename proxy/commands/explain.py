@@ -108,6 +108,10 @@ async def explain_request(
     plan = po.plans.get(route.key) if route else None
     if plan is not None and plan.policy == "brownout" and plan.share and call and call.action != "brownout":
         notes.append(f"brownout: {plan.share:.0%} of requests to this route are answered 410 {CODE_BROWNOUT}")
+    program = getattr(call, "program", None) if call else None
+    if program is not None:
+        notes.append(f"a {program.kind} job: translated to the {program.program} V2 primitive body shown "
+                     "(old programs on the new platform, README 'Old V1 / backend.run code')")  # fmt: skip
     out: dict[str, Any] = {
         "request": {
             "method": method.upper(),
@@ -134,7 +138,8 @@ async def explain_request(
         if call is not None and call.instance:
             out["route"]["instance"] = f"{call.instance} -> {call.crn}"
     if captured:
-        req = captured[0]
+        # The forwarded request; lookups made for it first (a V1 job's backend configuration) come before.
+        req = next((r for r in reversed(captured) if r.method == method.upper()), captured[0])
         out["upstream"] = {
             "method": req.method,
             "url": str(req.url),

@@ -132,7 +132,8 @@ class EmulatorConfig:
     usage_limit_seconds: float = 360_000.0
     #: "N jobs per minute per user" like the real POST /v1/jobs (429 beyond); None = unlimited.
     job_rate_limit_per_minute: int | None = None
-    #: Result body per program id (bytes served verbatim); others get the sampler fixture.
+    #: Result body per program id (bytes served verbatim, before any simulated result); others get
+    #: the simulated result (simulate.py) or the sampler fixture.
     results: dict[str, bytes] = field(default_factory=dict)
     #: A job tagged with this ends Failed; with `timeout_tag` it ends "Cancelled - Ran too long".
     fail_tag: str = "emulator:fail"

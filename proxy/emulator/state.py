@@ -127,6 +127,10 @@ class Job:
     #: The final status this job reaches when it runs to the end.
     outcome: str = "Completed"
     usage_seconds: float = 0.0
+    #: The simulated result body (simulate.py); None = the packaged fixture.
+    result: bytes | None = None
+    #: Why the pubs could not run: the job ends Failed with this reason, like the real service's.
+    failure: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -472,7 +476,7 @@ class Emulator:
         with self.lock:
             job = Job(id=self.next_id("job"), crn=inst.crn, created=now_utc(), seq=next(self._seq), **fields)
             tags = job.tags
-            if self.config.fail_tag in tags:
+            if self.config.fail_tag in tags or job.failure:
                 job.outcome = "Failed"
             elif self.config.timeout_tag in tags:
                 job.outcome = "Cancelled - Ran too long"
@@ -533,8 +537,9 @@ class Emulator:
         job.status = final
         job.finished_at = now_utc()
         if final == "Failed":
-            job.reason = reason.get("reason") or "Error running job (emulated failure)."
-            job.reason_code = reason.get("reason_code") or 1517
+            job.reason = reason.get("reason") or job.failure or "Error running job (emulated failure)."
+            # Pubs that cannot run get a generic code: 1517 reads as an ISA refusal to the proxy.
+            job.reason_code = reason.get("reason_code") or (1500 if job.failure else 1517)
             job.reason_solution = reason.get("reason_solution")
         elif final == "Cancelled - Ran too long":
             job.reason = reason.get("reason") or "Ran too long"

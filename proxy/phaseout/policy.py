@@ -24,8 +24,8 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ..call import Call
+from ..classic.routes import Forward, Route, RouteTable, move_to
 from ..classic.routes import Gone as GoneAction
-from ..classic.routes import Route, RouteTable, move_to
 from ..config import ConfigError, RoutePolicy, Settings
 from ..errors import Gone
 from .metrics import CallerLabels, Metrics
@@ -104,6 +104,7 @@ class RoutePlan:
     deprecation: datetime
     sunset: datetime | None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    programs: str = "translate"  # job submissions: V1 programs translated to V2, or refused (#12)
 
     @property
     def state(self) -> str:
@@ -122,6 +123,8 @@ class RoutePlan:
         return None
 
     def describe_policy(self) -> str:
+        if self.programs != "translate" and self.policy != "brownout":
+            return f"{self.policy}; V1 programs refused"
         if self.policy != "brownout":
             return self.policy
         parts = []
@@ -142,6 +145,7 @@ class RoutePlan:
             "deprecation": iso(self.deprecation),
             "sunset": iso(self.sunset),
             "move_to": move_to(self.route),
+            "programs": self.programs,
         }
 
 
@@ -189,7 +193,12 @@ def build_plans(settings: Settings, table: RouteTable) -> dict[str, RoutePlan]:
             deprecation=_aware(dep),
             sunset=_aware(sunset) if sunset else None,
             headers=_route_headers(dep, sunset, guide),
+            programs=pol.programs,
         )
+    for key, plan in plans.items():
+        action = plan.route.action
+        if plan.programs != "translate" and not (isinstance(action, Forward) and action.creates):
+            raise ConfigError(f"QCP_ROUTES (routes.{key}.programs): only job submissions translate programs")
     return plans
 
 
@@ -290,6 +299,8 @@ class PhaseOut:
                     self.metrics.upstream_error(label, err)
             if self.usage is not None and route is not None:
                 self.usage.record(caller, client, label, call.status == 410, self.clock())
+                if call.action == "translate_program":  # a V1 program run as V2 (proxy/programs/)
+                    self.usage.record(caller, client, f"{label} [translate_program]", False, self.clock())
         except Exception:  # pragma: no cover - telemetry must never break a request
             if not self._hook_failed:
                 log.exception("phase-out telemetry hook failed (reported once)")

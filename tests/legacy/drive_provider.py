@@ -8,12 +8,15 @@ Runs inside the provider venv made by tests/legacy/setup_venvs.sh, e.g.
         [--runtime-job-id ID]
 
 qiskit-ibm-provider 0.11 has no primitives: it can only submit `circuit-runner` / `qasm3-runner`
-jobs (backend.run), which the new platform no longer has, so backend.run() MUST fail with a
-clear 4xx error. Everything else it can do is exercised: init, instances, backends, backend
-configuration/properties/status/defaults/target, sessions (open/close/cancel, max_time as int and
-as "1h"), job listing with filters, and retrieve_job of a job submitted through the runtime path
-(--runtime-job-id, e.g. one from drive_runtime.py's JSON "job_ids"). Only url= and token= differ
-from ordinary SDK usage. Imports nothing from the proxy package.
+jobs (backend.run), which the new platform no longer has; the proxy translates them into SamplerV2
+jobs (issue #12) and rebuilds a qiskit Result. So backend.run([bell, ghz3, regs], shots=1000) must
+give only 00/11 and 000/111 summing to 1000, the two-register circuit "10 1", memory=True gives
+get_memory(), and retrieve_job / provider.jobs() find those jobs. Everything else it can do is
+exercised too: init, instances, backends, backend configuration/properties/status/defaults/target,
+sessions (open/close/cancel, max_time as int and as "1h", a run inside one), job listing with
+filters, and retrieve_job of a job submitted through the runtime path (--runtime-job-id, e.g. one
+from drive_runtime.py's JSON "job_ids"). Only url= and token= differ from ordinary SDK usage.
+Imports nothing from the proxy package.
 """
 
 from __future__ import annotations
@@ -31,23 +34,12 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import qiskit  # noqa: E402
 import qiskit_ibm_provider  # noqa: E402
-from qiskit import QuantumCircuit, transpile  # noqa: E402
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, transpile  # noqa: E402
 from qiskit_ibm_provider import IBMProvider  # noqa: E402
 from qiskit_ibm_provider.exceptions import IBMInputValueError  # noqa: E402
 from qiskit_ibm_provider.job.exceptions import IBMJobNotFoundError  # noqa: E402
 
-RETIRED_HINTS = ("circuit-runner", "qasm3-runner", "retired", "no longer", "sampler", "gone", "410")
-
-
-def _status_codes(exc: BaseException) -> list[int]:
-    out, cur, depth = [], exc, 0
-    while cur is not None and depth < 5:
-        code = getattr(cur, "status_code", None)
-        if isinstance(code, int):
-            out.append(code)
-        cur = cur.__cause__ or cur.__context__
-        depth += 1
-    return out
+SHOTS = 1000
 
 
 def main() -> int:
@@ -61,7 +53,8 @@ def main() -> int:
     )
     ctx: dict = {}
     run.extra["session_ids"] = session_ids = {}
-    run.extra["retired_errors"] = retired_errors = {}
+    run.extra["job_ids"] = job_ids = {}
+    jt = args.job_timeout
     t_start = datetime.now() - timedelta(days=1)
 
     def s_init():
@@ -129,44 +122,87 @@ def main() -> int:
     run.step("backend_target", s_target, needs=nb)
 
     def s_transpile():
-        qc = QuantumCircuit(2, 2, name="bell")
-        qc.h(0)
-        qc.cx(0, 1)
-        qc.measure([0, 1], [0, 1])
-        ctx["isa"] = isa = transpile(qc, backend=be(), optimization_level=1)
-        return f"ops={dict(isa.count_ops())}"
+        bell = QuantumCircuit(2, 2, name="bell")
+        bell.h(0)
+        bell.cx(0, 1)
+        bell.measure([0, 1], [0, 1])
+        ghz = QuantumCircuit(3, 3, name="ghz3")
+        ghz.h(0)
+        ghz.cx(0, 1)
+        ghz.cx(1, 2)
+        ghz.measure([0, 1, 2], [0, 1, 2])
+        # Two registers: later registers are the higher bits of a count key ("b a" = "10 1").
+        q, a, b = QuantumRegister(3, "q"), ClassicalRegister(1, "a"), ClassicalRegister(2, "b")
+        regs = QuantumCircuit(q, a, b, name="regs")
+        regs.x(0)
+        regs.x(2)
+        regs.measure(q[0], a[0])
+        regs.measure([q[1], q[2]], [b[0], b[1]])
+        isa = transpile([bell, ghz, regs], backend=be(), optimization_level=1)
+        ctx["isa"], ctx["isa_ghz"], ctx["isa_regs"] = isa
+        return f"ops={dict(isa[0].count_ops())}"
 
     run.step("transpile", s_transpile, needs=("backend_target",))
+    nt = ("transpile",)
 
-    def expect_retired(label: str, **run_kwargs):
-        def fn():
-            try:
-                job = be().run(ctx["isa"], shots=100, **run_kwargs)
-            except Exception as exc:  # the expected outcome
-                msg = f"{type(exc).__name__}: {exc}"
-                codes = _status_codes(exc)
-                retired_errors[label] = {"message": msg[:1000], "status_codes": codes}
-                check(type(exc).__name__.startswith("IBM"), f"not an SDK API error: {msg}")
-                check(
-                    any(400 <= c < 500 for c in codes),
-                    f"expected a 4xx answer to the submit, got status codes {codes}: {msg}",
-                )
-                check(
-                    any(h in msg.lower() for h in RETIRED_HINTS),
-                    f"error does not say the program is retired: {msg}",
-                )
-                return f"status={codes} {msg}"
-            raise AssertionError(f"backend.run() was accepted (job {job.job_id()}); expected a 4xx 'retired' error")
+    def s_run_counts():
+        job = be().run([ctx["isa"], ctx["isa_ghz"], ctx["isa_regs"]], shots=SHOTS)
+        job_ids["run"] = job.job_id()
+        res = job.result(timeout=jt)
+        check(res.success, f"result not successful: {res.status}")
+        c_bell, c_ghz, c_regs = (res.get_counts(i) for i in range(3))
+        check(set(c_bell) == {"00", "11"}, f"Bell counts {c_bell}: only (and both) 00 and 11 expected")
+        check(set(c_ghz) == {"000", "111"}, f"GHZ counts {c_ghz}: only (and both) 000 and 111 expected")
+        check(c_regs == {"10 1": SHOTS}, f"two-register counts {c_regs}, expected {{'10 1': {SHOTS}}}")
+        for c in (c_bell, c_ghz):
+            check(sum(c.values()) == SHOTS, f"counts {c} sum to {sum(c.values())}, not {SHOTS}")
+            check(min(c.values()) > SHOTS * 0.35, f"counts {c}: far from 50/50")
+        names = [r.header.name for r in res.results]
+        check(names == ["bell", "ghz3", "regs"], f"experiment names {names}")
+        check(res.get_counts("ghz3") == c_ghz, "get_counts by circuit name differs")
+        check(job.status().name == "DONE", f"status {job.status()}")
+        return f"bell={c_bell} ghz3={c_ghz} regs={c_regs}"
 
-        return fn
+    run.step("backend_run_counts", s_run_counts, needs=nt)
 
-    run.step("backend_run_retired", expect_retired("backend_run"), needs=("transpile",))
-    run.step(
-        "backend_run_dynamic_retired",
-        expect_retired("backend_run_dynamic", dynamic=True),
-        optional=True,
-        needs=("transpile",),
-    )
+    def s_run_memory():
+        job = be().run(ctx["isa"], shots=50, memory=True)
+        job_ids["memory"] = job.job_id()
+        res = job.result(timeout=jt)
+        mem = res.get_memory(0)
+        check(len(mem) == 50 and set(mem) <= {"00", "11"}, f"get_memory() = {mem}")
+        counts = res.get_counts(0)
+        check({k: mem.count(k) for k in set(mem)} == counts, f"memory {mem} does not match counts {counts}")
+        return f"{len(mem)} shots, first {mem[:6]}, counts {counts}"
+
+    run.step("backend_run_memory", s_run_memory, needs=nt)
+
+    def s_run_dynamic():
+        job = be().run(ctx["isa"], shots=100, dynamic=True)
+        job_ids["dynamic"] = job.job_id()
+        counts = job.result(timeout=jt).get_counts(0)
+        check(set(counts) == {"00", "11"} and sum(counts.values()) == 100, f"counts {counts}")
+        return f"qasm3-runner: {counts}"
+
+    run.step("backend_run_dynamic", s_run_dynamic, optional=True, needs=nt)
+
+    def s_retrieve():
+        job = prov().retrieve_job(job_ids["run"])
+        check(job.job_id() == job_ids["run"], f"retrieved {job.job_id()}")
+        res = job.result(timeout=jt)
+        counts = res.get_counts(1)
+        check(set(counts) == {"000", "111"} and sum(counts.values()) == SHOTS, f"retrieved GHZ counts {counts}")
+        return f"retrieved {type(job).__name__} backend={job.backend().name} ghz3={counts}"
+
+    run.step("provider_retrieve_job", s_retrieve, needs=("backend_run_counts",))
+
+    def s_jobs_list():
+        listed = [j.job_id() for j in prov().jobs(limit=20)]
+        missing = [j for k, j in job_ids.items() if k in ("run", "memory") and j not in listed]
+        check(not missing, f"provider.jobs() misses {missing}; lists {listed}")
+        return f"provider.jobs() lists {len(listed)} jobs incl. {sorted(job_ids.values())}"
+
+    run.step("provider_jobs_lists_run_jobs", s_jobs_list, needs=("backend_run_counts", "backend_run_memory"))
 
     # -- sessions ------------------------------------------------------------------------------
     def s_open_session():
@@ -177,12 +213,14 @@ def main() -> int:
 
     run.step("backend_open_session", s_open_session, needs=nb)
 
-    run.step(
-        "session_backend_run_retired",
-        expect_retired("session_backend_run"),
-        optional=True,
-        needs=("backend_open_session", "transpile"),
-    )
+    def s_session_run():
+        job = be().run(ctx["isa"], shots=100)
+        job_ids["session"] = job.job_id()
+        counts = job.result(timeout=jt).get_counts(0)
+        check(set(counts) == {"00", "11"} and sum(counts.values()) == 100, f"counts {counts}")
+        return f"job {job.job_id()} in session {session_ids['session']}: {counts}"
+
+    run.step("session_backend_run", s_session_run, needs=("backend_open_session", "transpile"))
 
     def s_close_session():
         be().close_session()

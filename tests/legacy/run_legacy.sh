@@ -3,6 +3,7 @@
 #
 #   tests/legacy/run_legacy.sh [--url http://127.0.0.1:PORT/api] [--token TOKEN] [--out-dir DIR]
 #                              [--instance h/g/p] [--only "runtime-0.40.1 runtime-0.23.0 provider-0.11.0"]
+#                              (--only runtime-0.20.0 runs the V1 primitives driver, drive_runtime_v1.py)
 #
 # Without --url it starts `qiskit-classic-proxy demo` (proxy + built-in emulator) on a free
 # loopback port, runs the drivers through it and stops it afterwards (by its PID). The venvs
@@ -75,6 +76,7 @@ for name in $ONLY; do
     py="$VENV_DIR/$name/bin/python"
     out="$OUT_DIR/$name.json"
     case "$name" in
+        runtime-0.20.0) script="$HERE/drive_runtime_v1.py"; extra=() ;;  # V1 Sampler/Estimator (#12)
         runtime-*) script="$HERE/drive_runtime.py"; extra=() ;;
         provider-*)
             script="$HERE/drive_provider.py"; extra=()

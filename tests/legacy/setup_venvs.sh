@@ -5,6 +5,8 @@
 #   runtime-0.40.1  : qiskit-ibm-runtime 0.40.1 on qiskit 2.6.2 / numpy 2.x
 #   runtime-0.23.0  : qiskit-ibm-runtime 0.23.0 needs qiskit 1.0.x, numpy<2, websocket-client<1.9
 #   provider-0.11.0 : qiskit-ibm-provider 0.11.0 needs qiskit<1 (0.46.3 / qiskit-terra 0.46.3), numpy<2
+#   runtime-0.20.0  : qiskit-ibm-runtime 0.20.0 (V1 Sampler/Estimator) on qiskit 0.46.3, numpy<2,
+#                     websocket-client<1.9 (issue #12; not in the default set, build it with QCP_LEGACY_ONLY)
 #
 # Idempotent: a venv that has a marker file matching the current recipe AND passes an import
 # check is skipped. Otherwise it is deleted and rebuilt from scratch (never downgraded in place:
@@ -41,6 +43,9 @@ SPECS[runtime-0.23.0]="qiskit-ibm-runtime==0.23.0 qiskit==1.0.2 numpy==1.26.4 we
 CHECKS[runtime-0.23.0]="import qiskit, qiskit_ibm_runtime, websocket; from qiskit_ibm_runtime import QiskitRuntimeService, SamplerV2, Session, Batch; assert qiskit_ibm_runtime.__version__ == '0.23.0', qiskit_ibm_runtime.__version__; assert qiskit.__version__.startswith('1.0.'), qiskit.__version__; assert websocket.__version__ == '1.8.0', websocket.__version__"
 SPECS[provider-0.11.0]="qiskit-ibm-provider==0.11.0 qiskit==0.46.3 qiskit-terra==0.46.3 numpy==1.26.4 requests==2.34.2"
 CHECKS[provider-0.11.0]="import qiskit, qiskit_ibm_provider; from qiskit_ibm_provider import IBMProvider; from qiskit.providers import ProviderV1; assert qiskit_ibm_provider.__version__ == '0.11.0', qiskit_ibm_provider.__version__; assert qiskit.__version__ == '0.46.3', qiskit.__version__"
+
+SPECS[runtime-0.20.0]="qiskit-ibm-runtime==0.20.0 qiskit==0.46.3 numpy==1.26.4 websocket-client==1.8.0 requests==2.34.2"
+CHECKS[runtime-0.20.0]="import qiskit, qiskit_ibm_runtime; from qiskit_ibm_runtime import QiskitRuntimeService, Sampler, Estimator, Session; assert qiskit_ibm_runtime.__version__ == '0.20.0', qiskit_ibm_runtime.__version__; assert qiskit.__version__ == '0.46.3', qiskit.__version__"
 
 # A current release, for checking that `scan --fix` output imports (tests/scan/test_fix.py).
 SPECS[runtime-0.51.0]="qiskit-ibm-runtime==0.51.0"
