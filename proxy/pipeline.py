@@ -39,10 +39,11 @@ from .classic.rewrite import UpstreamRequest, parse_json_object, translate_reque
 from .classic.routes import Forward, Local, Route, RouteTable, normalize
 from .classic.routes import Gone as GoneAction
 from .config import Settings
-from .errors import BadRequest, Gone, ProxyError, RetiredProgram, UpstreamError
+from .errors import BadRequest, Gone, OutcomeUnknown, ProxyError, RetiredProgram, UpstreamError
 from .instances import InstanceMemory
 from .logs import log_access
 from .phaseout.policy import PhaseOut
+from .submissions import Submissions, created_answer, mark, not_found
 from .upstream.client import Upstream, response_headers
 from .upstream.iam import TokenProvider
 
@@ -67,6 +68,7 @@ class Pipeline:
         self.auth = LegacyAuth(settings, self.access_tokens)
         self.identity = Identity(settings, self.access_tokens)
         self.instances = InstanceMemory(settings)
+        self.submissions = Submissions(settings)
         self.upstream: Upstream | None = None
         self.tokens: TokenProvider | None = None
         self.local: dict[str, Callable[[Call, bytes], Awaitable[Reply]]] = {
@@ -156,6 +158,9 @@ class Pipeline:
         assert self.upstream is not None and self.tokens is not None
         doc, spooled = await self._read_json(call, action, receive)
         self.instances.select(call, doc)  # 6. translate
+        marker = None
+        if action.creates and action.path == "/v1/jobs" and self.submissions.enabled and spooled is None:
+            marker = mark(doc) if doc is not None else None  # exactly once: proxy/submissions.py
         req = translate_request(route, call.params, call.query, doc if spooled is None else None)
         body: bytes | SpooledBody | None = spooled if spooled is not None else req.body
         call.upstream = req.label
@@ -166,15 +171,32 @@ class Pipeline:
             return
         try:  # 7. forward
             resp = await self._open(call, route, action, req, headers, body)
+        except OutcomeUnknown as err:
+            if spooled is not None:
+                spooled.close()
+            if marker is None:
+                raise
+            await self._recover(call, marker, doc, answer, send, err.code)
+            return
         except BaseException:
             if spooled is not None:
                 spooled.close()
             raise
+        if marker is not None and resp.status_code >= 500:
+            await resp.aclose()  # the job may exist all the same, and a 5xx makes the SDKs resubmit
+            await self._recover(call, marker, doc, answer, send, f"HTTP {resp.status_code}")
+            return
         try:  # 8. relay
             status = resp.status_code
             is_json_error = status >= 400 and "json" in resp.headers.get("content-type", "")
             if (answer and answer.when(call, status)) or is_json_error:
-                await self._relay_fixed(call, resp, answer, send)
+                try:
+                    await self._relay_fixed(call, resp, answer, send)
+                except UpstreamError:
+                    if marker is None:
+                        raise
+                    await resp.aclose()  # the answer broke off: nothing was sent yet, look for the job
+                    await self._recover(call, marker, doc, answer, send, "answer broken off")
             else:
                 await self._relay_stream(call, resp, receive, send)
         except httpx.HTTPError as exc:
@@ -342,6 +364,31 @@ class Pipeline:
             if not page or sub_offset >= sub_count:
                 break
         return got, sub_count
+
+    async def _recover(
+        self, call: Call, marker: str, doc: Any, answer: answers.Answer | None, send: Callable, cause: str
+    ) -> None:
+        """The submission's outcome is unknown: answer the job found under its marker, else 409."""
+        headers = [*self._upstream_headers(call, buffered=True, has_body=False), ("service-crn", call.crn)]
+
+        async def lookup(query: bytes) -> tuple[int, bytes]:
+            resp = await self._open_once(call, "GET", "/v1/jobs", query, headers, None)
+            try:
+                return resp.status_code, await resp.aread()
+            finally:
+                await resp.aclose()
+
+        backend = doc.get("backend") if isinstance(doc, dict) else None
+        job = await self.submissions.find(lookup, marker, backend, after_5xx=cause.startswith("HTTP "))
+        if job is None:
+            log.warning("submission %s: outcome unknown (%s), not found under %s", call.request_id, cause, marker)
+            raise not_found(call.request_id, marker, cause)
+        log.warning("submission %s: answer lost (%s), found job %s under its marker", call.request_id, cause, job["id"])
+        data = json.dumps(created_answer(job), separators=(",", ":")).encode()
+        status = 200
+        if answer is not None:
+            status, data = answer.fix(call, status, data)
+        await send_reply(call, Reply(status, data), send)
 
     # -- 8. relay ------------------------------------------------------------------------------
     async def _relay_fixed(
