@@ -21,6 +21,7 @@ from .phaseout.policy import PhaseOut
 from .pipeline import Pipeline
 from .upstream.client import Upstream
 from .upstream.iam import TokenProvider
+from .wire import WireLimits
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -45,6 +46,9 @@ class ProxyApp:
         self._transport = transport
         self._iam_transport = iam_transport
         self.ops = build_ops_app(self)
+        #: Limits of the caller-facing server (proxy/wire.py reads them from here).
+        metrics = self.phaseout.metrics
+        self.wire = WireLimits.from_settings(settings, metrics.refuse if metrics else None)
 
     @property
     def upstream(self) -> Upstream | None:

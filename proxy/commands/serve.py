@@ -15,6 +15,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ..app import create_app
     from ..logs import configure
+    from ..wire import server_options
 
     settings = load(args)
     settings.require_serving()
@@ -28,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
+        **server_options(settings),
     }
     if settings.workers > 1:
         # Workers rebuild settings from env: hand them the file and the flags that way.

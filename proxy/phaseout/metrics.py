@@ -126,6 +126,13 @@ class Metrics:
             ("route", "kind"),
             registry=r,
         )
+        self.refused = Counter(
+            "qcp_refused",
+            "Callers refused before their request ran: header too large/too many/timeout, too many "
+            "connections, bad transfer coding, wrong client tokens throttled (SECURITY.md).",
+            ("reason",),
+            registry=r,
+        )
         self.usage_flush_failures = Counter(
             "qcp_usage_flush_failures", "Failed writes of the persistent usage record.", registry=r
         )
@@ -153,6 +160,9 @@ class Metrics:
 
     def upstream_error(self, route: str, kind: str) -> None:
         self.upstream_errors.labels(route, kind).inc()
+
+    def refuse(self, reason: str) -> None:
+        self.refused.labels(reason).inc()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
