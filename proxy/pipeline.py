@@ -220,10 +220,11 @@ class Pipeline:
         # Bodies over STREAM_THRESHOLD (job submissions can be 100 MB+) are validated and
         # filtered while they arrive, into a spool; `captured` has the few values needed here.
         drops = stream_drops(action.body)
-        spooler = Spooler(drops) if drops is not None else None
-        raw = await read_body(call, receive, self.settings.max_body_bytes, spooler)
+        s = self.settings
+        spooler = Spooler(drops, max_depth=s.max_json_depth) if drops is not None else None
+        raw = await read_body(call, receive, s.max_body_bytes, spooler)
         spooled = raw if isinstance(raw, SpooledBody) else None
-        doc = raw.captured if spooled is not None else parse_json_object(raw)
+        doc = raw.captured if spooled is not None else parse_json_object(raw, s.max_json_depth, s.max_json_elements)
         program = doc.get("program_id")
         if action.creates and isinstance(program, str) and program in RETIRED_PROGRAMS:
             if spooled is not None:

@@ -21,6 +21,7 @@ from cachetools import TTLCache
 from ..call import Call, Reply
 from ..config import Settings
 from ..errors import BadRequest, Unauthorized
+from .rewrite import parse_json_object
 
 ACCESS_TOKEN_TTL = 14 * 24 * 3600  # what Classic answered in loginWithToken.ttl
 _PREFIX = "qcp1"
@@ -78,11 +79,8 @@ class LegacyAuth:
         return Reply.json({"api-auth": "0.1.0", "api": "classic-compat", "proxy": "qiskit-classic-proxy"})
 
     async def login(self, call: Call, body: bytes) -> Reply:
-        try:
-            doc = json.loads(body or b"{}")
-        except ValueError:
-            raise BadRequest("request body is not valid JSON", code="invalid_json") from None
-        token = doc.get("apiToken") if isinstance(doc, dict) else None
+        doc = parse_json_object(body)  # within the nesting limits: never a RecursionError
+        token = doc.get("apiToken")
         if not isinstance(token, str) or not token:
             raise BadRequest("apiToken is required", code="missing_api_token")
         if self.client_tokens:
