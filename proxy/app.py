@@ -49,6 +49,7 @@ class ProxyApp:
         #: Limits of the caller-facing server (proxy/wire.py reads them from here).
         metrics = self.phaseout.metrics
         self.wire = WireLimits.from_settings(settings, metrics.refuse if metrics else None)
+        self.pipeline.throttle.on_throttle = metrics.refuse if metrics else None
 
     @property
     def upstream(self) -> Upstream | None:

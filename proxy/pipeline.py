@@ -38,6 +38,7 @@ from .classic.identity import Identity
 from .classic.rewrite import UpstreamRequest, parse_json_object, translate_request
 from .classic.routes import Forward, Local, Route, RouteTable, normalize
 from .classic.routes import Gone as GoneAction
+from .classic.throttle import FailureThrottle
 from .config import Settings
 from .errors import BadRequest, Gone, OutcomeUnknown, ProxyError, RetiredProgram, UpstreamError
 from .instances import InstanceMemory
@@ -65,8 +66,9 @@ class Pipeline:
         self.table = table
         self.phaseout = phaseout
         self.access_tokens = AccessTokens(settings)
-        self.auth = LegacyAuth(settings, self.access_tokens)
-        self.identity = Identity(settings, self.access_tokens)
+        self.throttle = FailureThrottle(settings)  # wrong client tokens, shared by login and identify
+        self.auth = LegacyAuth(settings, self.access_tokens, self.throttle)
+        self.identity = Identity(settings, self.access_tokens, self.throttle)
         self.instances = InstanceMemory(settings)
         self.submissions = Submissions(settings)
         self.upstream: Upstream | None = None
@@ -463,6 +465,7 @@ def _new_call(scope: dict) -> Call:
         path=scope["path"],
         headers=headers,
         query=scope.get("query_string", b""),
+        client=(scope.get("client") or ("",))[0],
     )
 
 

@@ -22,6 +22,7 @@ from ..call import Call, Reply
 from ..config import Settings
 from ..errors import BadRequest, Unauthorized
 from .rewrite import parse_json_object
+from .throttle import FailureThrottle
 
 ACCESS_TOKEN_TTL = 14 * 24 * 3600  # what Classic answered in loginWithToken.ttl
 _PREFIX = "qcp1"
@@ -67,10 +68,11 @@ def _b64(raw: bytes) -> str:
 class LegacyAuth:
     """Local handlers for the Classic auth routes (see routes.py, section classic-auth)."""
 
-    def __init__(self, settings: Settings, tokens: AccessTokens) -> None:
+    def __init__(self, settings: Settings, tokens: AccessTokens, throttle: FailureThrottle | None = None) -> None:
         self.settings = settings
         self.tokens = tokens
         self.client_tokens = settings.client_token_names
+        self.throttle = throttle if throttle is not None else FailureThrottle(settings)
 
     def _base(self, call: Call) -> str:
         return self.settings.public_url or call.base_url
@@ -86,6 +88,7 @@ class LegacyAuth:
         if self.client_tokens:
             caller = self.client_tokens.get(token)
             if caller is None:
+                self.throttle.failed(call.client)  # 429 once over the burst
                 raise Unauthorized("login failed: the token is not one of QCP_CLIENT_TOKENS", code="login_failed")
         else:
             caller = call.caller if call.authenticated else "anonymous"
