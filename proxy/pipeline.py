@@ -33,7 +33,7 @@ from .asgi import read_body, send_error, send_reply, until_disconnect
 from .call import Call, Reply
 from .classic import answers
 from .classic.auth import AccessTokens, LegacyAuth
-from .classic.bodystream import SpooledBody, Spooler, stream_drops
+from .classic.bodystream import CAPTURE, SpooledBody, Spooler, stream_drops
 from .classic.identity import Identity
 from .classic.rewrite import UpstreamRequest, parse_json_object, translate_request
 from .classic.routes import Forward, Local, Route, RouteTable, normalize
@@ -44,7 +44,7 @@ from .errors import BadRequest, Gone, OutcomeUnknown, ProxyError, RetiredProgram
 from .instances import InstanceMemory
 from .logs import log_access
 from .phaseout.policy import PhaseOut
-from .submissions import Submissions, created_answer, mark, not_found
+from .submissions import Submissions, created_answer, mark, mark_spooled, not_found
 from .upstream.client import Upstream, response_headers
 from .upstream.iam import TokenProvider
 
@@ -161,8 +161,13 @@ class Pipeline:
         doc, spooled = await self._read_json(call, action, receive)
         self.instances.select(call, doc)  # 6. translate
         marker = None
-        if action.creates and action.path == "/v1/jobs" and self.submissions.enabled and spooled is None:
-            marker = mark(doc) if doc is not None else None  # exactly once: proxy/submissions.py
+        if doc is not None and self._marks(action):  # exactly once: proxy/submissions.py
+            try:
+                marker = mark(doc) if spooled is None else mark_spooled(doc, spooled)
+            except BaseException:
+                if spooled is not None:
+                    spooled.close()
+                raise
         req = translate_request(route, call.params, call.query, doc if spooled is None else None)
         body: bytes | SpooledBody | None = spooled if spooled is not None else req.body
         call.upstream = req.label
@@ -223,7 +228,10 @@ class Pipeline:
         # filtered while they arrive, into a spool; `captured` has the few values needed here.
         drops = stream_drops(action.body)
         s = self.settings
-        spooler = Spooler(drops, max_depth=s.max_json_depth) if drops is not None else None
+        capture = CAPTURE
+        if drops is not None and self._marks(action):  # tags go back with the marker (mark_spooled)
+            drops, capture = drops | {"tags"}, CAPTURE | {"tags"}
+        spooler = Spooler(drops, capture=capture, max_depth=s.max_json_depth) if drops is not None else None
         raw = await read_body(call, receive, s.max_body_bytes, spooler)
         spooled = raw if isinstance(raw, SpooledBody) else None
         doc = raw.captured if spooled is not None else parse_json_object(raw, s.max_json_depth, s.max_json_elements)
@@ -237,6 +245,10 @@ class Pipeline:
                 code="program_retired",
             )
         return doc, spooled
+
+    def _marks(self, action: Forward) -> bool:
+        """Does this row's forward get an exactly-once marker (job submissions)?"""
+        return action.creates and action.path == "/v1/jobs" and self.submissions.enabled
 
     def _upstream_headers(self, call: Call, *, buffered: bool, has_body: bool) -> Headers:
         """Caller headers that may pass, plus the proxy's own; identity headers come in `_open`."""

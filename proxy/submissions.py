@@ -23,8 +23,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from .classic.answers import MARKER_PREFIX
+from .classic.bodystream import OPAQUE, SpooledBody
 from .config import Settings
-from .errors import OutcomeUnknown
+from .errors import BadRequest, OutcomeUnknown
 
 log = logging.getLogger("qiskit_classic_proxy")
 
@@ -48,6 +49,18 @@ def mark(doc: dict[str, Any]) -> str | None:
         return None  # the new API refuses a bad or full list anyway; do not change its answer
     marker = MARKER_PREFIX + uuid.uuid4().hex
     doc["tags"] = [*tags, marker]
+    return marker
+
+
+def mark_spooled(doc: dict[str, Any], spooled: SpooledBody) -> str | None:
+    """Mark a large submission: its `tags` were captured into `doc` and dropped while it streamed
+    in (so the body is never held whole); they go back, with the marker, as its last member."""
+    had = "tags" in doc
+    if had and doc["tags"] is OPAQUE:  # over 4 KiB: far beyond the new API's 8 tags of 86 characters
+        raise BadRequest("'tags' is too large for a job submission", code="invalid_tags")
+    marker = mark(doc)
+    if had or marker is not None:
+        spooled.append_member("tags", doc["tags"])
     return marker
 
 

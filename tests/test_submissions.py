@@ -183,3 +183,30 @@ def test_recovery_uses_no_retry_of_the_post_itself(stack: Callable[..., Any]) ->
     rs = asyncio.run(both())
     assert [r.status_code for r in rs] == [200, 200]
     assert len({r.json()["id"] for r in rs}) == 2 and len(created_jobs(emu)) == 2 and len(posts(emu)) == 2
+
+
+def test_large_streamed_submission_is_marked_and_found_after_a_dropped_answer(stack: Callable[..., Any]) -> None:
+    # Over the 1 MiB streaming threshold: tags are captured while the body streams and go back,
+    # with the marker, as the last member; the rest of the body passes byte for byte.
+    emu, proxy = stack()
+    emu.state.set_faults(add_rules=[{"match": "POST /v1/jobs", "action": "drop", "times": 1}])
+    params = {"version": 2, "pubs": [["x" * (2 * 1024 * 1024)]]}
+    body = {"program_id": "sampler", "hub": "ibm-q", "tags": ["big", "one"], "backend": "fake_manila", "params": params}
+    r = httpx.post(proxy.url + "/runtime/jobs", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    (job,) = created_jobs(emu)
+    assert r.json()["id"] == job.id and len(posts(emu)) == 1
+    assert job.tags[:2] == ["big", "one"] and job.tags[2].startswith(MARKER_PREFIX)
+    forwarded = posts(emu)[0]["body"]
+    assert "hub" not in forwarded and forwarded["params"] == params
+
+
+def test_large_streamed_submission_without_tags_gets_only_the_marker(stack: Callable[..., Any]) -> None:
+    emu, proxy = stack()
+    body = {**JOB, "params": {"version": 2, "pubs": [["y" * (1536 * 1024)]]}}
+    r = httpx.post(proxy.url + "/runtime/jobs", json=body, timeout=30)
+    assert r.status_code == 200
+    (job,) = created_jobs(emu)
+    assert len(job.tags) == 1 and job.tags[0].startswith(MARKER_PREFIX)
+    shown = httpx.get(proxy.url + f"/runtime/jobs/{job.id}", timeout=10).json()
+    assert shown["tags"] == []

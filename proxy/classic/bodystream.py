@@ -480,6 +480,29 @@ class SpooledBody:
             pos += len(data)
             yield data
 
+    def append_member(self, key: str, value: Any) -> None:
+        """Add `"key": value` as the last member of the spooled (already filtered) object."""
+        close, last = self._last_byte(self.size)
+        if last != b"}":
+            raise ValueError("the spooled body does not end with '}'")
+        empty = self._last_byte(close)[1] == b"{"
+        member = json.dumps({key: value}, separators=(",", ":")).encode()[1:-1]
+        self.file.seek(close)
+        self.file.truncate()
+        self.file.write((b"" if empty else b",") + member + b"}")
+        self.size = close + len(member) + (1 if empty else 2)
+
+    def _last_byte(self, end: int) -> tuple[int, bytes]:
+        """(offset, byte) of the last non-whitespace byte before `end`; (-1, b"") if none."""
+        while end > 0:
+            start = max(0, end - 4096)
+            self.file.seek(start)
+            chunk = self.file.read(end - start).rstrip(b" \t\r\n")
+            if chunk:
+                return start + len(chunk) - 1, chunk[-1:]
+            end = start
+        return -1, b""
+
     def close(self) -> None:
         self.file.close()
 
