@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
-from .conftest import EmulatorHandle, Running
+from proxy.emulator import DEMO_API_KEY, DEMO_CRN
+from proxy.serving import free_port
+
+from .conftest import EmulatorHandle, Running, wait_until_ok
 
 GET = b"GET /runtime/backends HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
@@ -210,3 +218,43 @@ def test_limits_reach_the_protocol_through_the_app(make_proxy: Callable[..., Run
     with conn(proxy) as s:
         s.sendall(GET + b"X-Big: " + b"a" * 3000 + b"\r\n\r\n")
         assert read_answer(s)[0] == 431
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_flags_set_the_limits_in_every_worker(emulator: EmulatorHandle, workers: int) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QCP_")}
+    env.update(
+        QCP_API_KEY=DEMO_API_KEY,
+        QCP_SERVICE_CRN=DEMO_CRN,
+        QCP_UPSTREAM_URL=emulator.url + "/api",
+        QCP_IAM_URL=emulator.url + "/identity/token",
+        QCP_USAGE_DB="",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--max-header-bytes",
+        "2048",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_ok(f"http://127.0.0.1:{port}/readyz", proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(GET + b"X-Big: " + b"a" * 3000 + b"\r\n\r\n")
+            assert read_answer(s)[0] == 431
+        r = httpx.get(f"http://127.0.0.1:{port}/runtime/backends", timeout=10)
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
