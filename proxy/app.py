@@ -71,6 +71,8 @@ class ProxyApp:
             iam_client = httpx.AsyncClient(transport=self._iam_transport, timeout=s.iam_timeout)
         tokens = TokenProvider(key, s.iam_url, timeout=s.iam_timeout, client=iam_client)
         self.pipeline.upstream, self.pipeline.tokens = upstream, tokens
+        if self.phaseout.metrics is not None:
+            upstream.on_retry = self.phaseout.metrics.upstream_retries.inc
         if key:
             asyncio.get_running_loop().create_task(self._prefetch())
         await self.phaseout.startup(tokens)

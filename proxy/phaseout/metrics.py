@@ -133,6 +133,10 @@ class Metrics:
             ("reason",),
             registry=r,
         )
+        self.upstream_retries = Counter(
+            "qcp_upstream_retries", "GET/HEAD requests sent again after the connection failed before any answer.",
+            registry=r,
+        )
         self.usage_flush_failures = Counter(
             "qcp_usage_flush_failures", "Failed writes of the persistent usage record.", registry=r
         )
