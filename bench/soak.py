@@ -205,7 +205,9 @@ def markdown(res: dict[str, Any]) -> str:
     causes = ", ".join(f"{k}: {n}" for k, n in res["causes"].items()) or "none"
     rec = res["recovery"]
     rec_ok = rec.get(200, 0) + rec.get(404, 0)
-    faults = "; ".join(f"`{r['match']}` {r['action']} every {r['every']}" for r in FAULTS)
+    faults = "; ".join(
+        f"`{r['match']}` {r['action']} {r.get('status', '')} every {r['every']}".replace("  ", " ") for r in FAULTS
+    )
     hits = ", ".join(f"{k}: {n}" for k, n in res["fault_hits"].items())
     return f"""{SOAK_START}
 ## Soak (faults, then recovery)

@@ -142,6 +142,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # Still no end of the head: refuse now, before the parser buffers any more of it.
             self._refuse_raw(431, "header_too_large", self._too_large_message())
 
+    def send_400_response(self, msg: str) -> None:
+        """httptools refused the request (smuggling: CL+TE, duplicate Content-Length, bad chunk
+        sizes, obs-fold, bare LF...): the proxy's JSON error instead of uvicorn's plain text."""
+        self._refuse_raw(400, "malformed_request", f"malformed HTTP request ({msg.rstrip('.')})")
+
     def _too_large_message(self) -> str:
         return f"request header over {self.limits.max_header_bytes} bytes (QCP_MAX_HEADER_BYTES)"
 

@@ -258,3 +258,32 @@ def test_serve_flags_set_the_limits_in_every_worker(emulator: EmulatorHandle, wo
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+SMUGGLING = {
+    "cl_and_te": b"POST /runtime/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /runtime/backends HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "duplicate_cl": b"POST /runtime/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+    b"Content-Length: 40\r\n\r\n{}",
+    "bad_chunk_size": b"POST /runtime/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"zz\r\n{}\r\n0\r\n\r\n",
+    "obs_fold": b"GET /runtime/backends HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\r\n folded\r\n\r\n",
+    "bare_lf": b"GET /runtime/backends HTTP/1.1\nHost: 127.0.0.1\n\n",
+    "te_not_chunked": b"POST /runtime/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n\r\n{}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SMUGGLING))
+def test_request_smuggling_is_a_json_400_and_nothing_is_forwarded(
+    make_proxy: Callable[..., Running], emulator: EmulatorHandle, case: str
+) -> None:
+    proxy = make_proxy()
+    emulator.clear()
+    with conn(proxy) as s:
+        s.sendall(SMUGGLING[case])
+        status, headers, body = read_answer(s)
+        assert status == 400, body
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body)["error"]["status"] == 400
+        assert closed_by_server(s)  # nothing after it is read as a second request
+    assert emulator.api_requests() == []
