@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
-from .asgi import read_body, send_error, send_reply, until_disconnect
+from .asgi import HangupWatch, read_body, send_error, send_reply, until_disconnect
 from .call import Call, Reply
 from .classic import answers
 from .classic.auth import AccessTokens, LegacyAuth
@@ -51,6 +51,8 @@ from .upstream.iam import TokenProvider
 log = logging.getLogger("qiskit_classic_proxy")
 
 RETIRED_PROGRAMS = frozenset({"circuit-runner", "qasm3-runner"})
+#: A GET still waiting for the new API after this long stops when its caller hangs up.
+HANGUP_WATCH_AFTER = 1.0
 #: Caller headers that may go upstream; everything else (Authorization, X-Access-Token, Cookie...) stays.
 PASS_HEADERS = ("accept", "accept-language", "x-qx-client-application", "parent-job-id")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -176,8 +178,15 @@ class Pipeline:
         if action.fanout and not call.instance_explicit and self.instances.several:
             await self._fanout_list(call, req.path, req.query, headers, send)
             return
+        watch = HangupWatch(receive, HANGUP_WATCH_AFTER) if body is None and route.method in ("GET", "HEAD") else None
         try:  # 7. forward
             resp = await self._open(call, route, action, req, headers, body)
+        except asyncio.CancelledError:
+            if watch is None or not watch.fired:
+                raise
+            call.status = 499  # nginx's "client closed request": nobody left to answer
+            log.info("caller went away; upstream %s cancelled (request %s)", call.upstream, call.request_id)
+            return
         except OutcomeUnknown as err:
             if spooled is not None:
                 spooled.close()
@@ -189,6 +198,9 @@ class Pipeline:
             if spooled is not None:
                 spooled.close()
             raise
+        finally:
+            if watch is not None:
+                watch.stop()
         if marker is not None and resp.status_code >= 500:
             await resp.aclose()  # the job may exist all the same, and a 5xx makes the SDKs resubmit
             await self._recover(call, marker, doc, answer, send, f"HTTP {resp.status_code}")
