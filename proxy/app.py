@@ -50,6 +50,7 @@ class ProxyApp:
         metrics = self.phaseout.metrics
         self.wire = WireLimits.from_settings(settings, metrics.refuse if metrics else None)
         self.pipeline.throttle.on_throttle = metrics.refuse if metrics else None
+        self.pipeline.submissions.on_outcome = metrics.submission_lookup if metrics else None
 
     @property
     def upstream(self) -> Upstream | None:

@@ -72,6 +72,8 @@ class Submissions:
         self.window = settings.submission_recovery_seconds
         self.recovered = 0
         self.lost = 0
+        #: Metrics hook, set by the app: called with "found" or "not_found".
+        self.on_outcome: Callable[[str], None] | None = None
 
     async def find(self, lookup: Lookup, marker: str, backend: Any, *, after_5xx: bool = False) -> dict | None:
         """The job carrying `marker`, asking at most a few times within the recovery window."""
@@ -88,10 +90,14 @@ class Submissions:
             found = await self._ask(lookup, query, marker)
             if found is not None:
                 self.recovered += 1
+                if self.on_outcome is not None:
+                    self.on_outcome("found")
                 return found
             if time.monotonic() >= deadline:
                 break
         self.lost += 1
+        if self.on_outcome is not None:
+            self.on_outcome("not_found")
         return None
 
     @staticmethod

@@ -93,6 +93,7 @@ def test_dropped_submission_answer_gives_the_caller_exactly_the_created_job(stac
     assert any(t.startswith(MARKER_PREFIX) for t in jobs[0].tags)
     shown = httpx.get(proxy.url + f"/runtime/jobs/{jobs[0].id}", timeout=10).json()
     assert shown["tags"] == ["mine"]
+    assert 'qcp_submission_lookups_total{outcome="found"} 1.0' in proxy.app.phaseout.metrics.render()[0].decode()
     listed = httpx.get(proxy.url + "/runtime/jobs", timeout=10).json()
     assert [j["tags"] for j in listed["jobs"]] == [["mine"]]
     # A tag search matching the marker's text ("qcp:req:...") finds only the caller's tags.
@@ -135,6 +136,7 @@ def test_lost_answer_not_found_within_the_window_is_409_naming_the_lookup(stack:
     r = httpx.post(proxy.url + "/runtime/jobs", json=JOB, timeout=20)
     assert r.status_code == 409 and r.json()["errors"][0]["code"] == "outcome_unknown"
     assert "before resubmitting" in r.json()["errors"][0]["message"]
+    assert 'qcp_submission_lookups_total{outcome="not_found"} 1.0' in proxy.app.phaseout.metrics.render()[0].decode()
     assert len(created_jobs(emu)) == 1 and len(posts(emu)) == 1
 
 

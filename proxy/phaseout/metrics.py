@@ -137,6 +137,13 @@ class Metrics:
             "qcp_upstream_retries", "GET/HEAD requests sent again after the connection failed before any answer.",
             registry=r,
         )
+        self.submission_lookups = Counter(
+            "qcp_submission_lookups",
+            "Job submissions whose answer was lost, looked up by their marker tag: found (answered as "
+            "created) or not_found (answered 409 outcome_unknown).",
+            ("outcome",),
+            registry=r,
+        )
         self.usage_flush_failures = Counter(
             "qcp_usage_flush_failures", "Failed writes of the persistent usage record.", registry=r
         )
@@ -164,6 +171,9 @@ class Metrics:
 
     def upstream_error(self, route: str, kind: str) -> None:
         self.upstream_errors.labels(route, kind).inc()
+
+    def submission_lookup(self, outcome: str) -> None:
+        self.submission_lookups.labels(outcome).inc()
 
     def refuse(self, reason: str) -> None:
         self.refused.labels(reason).inc()
