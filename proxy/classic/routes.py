@@ -321,6 +321,14 @@ def _ops(r: Route) -> list[str]:
     return out
 
 
+def move_to(route: Route) -> str:
+    """What a caller should use instead: "GET /v1/jobs/{job_id}", a path, or "removed"."""
+    a = route.action
+    if isinstance(a, Forward):
+        return f"{route.method} {a.path}"
+    return a.replacement or "removed"
+
+
 def describe(r: Route) -> str:
     a = r.action
     if isinstance(a, Forward):

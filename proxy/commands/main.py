@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ..config import ConfigError
-from . import explain, report
+from . import explain, report, scan
 from .check import cmd_check
 from .demo import cmd_demo
 from .flags import settings_flags
@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_arguments(p)
     p.set_defaults(func=report.cmd_report)
+
+    p = sub.add_parser("scan", help="find legacy Classic/V1 calls in code and say what each becomes")
+    scan.add_arguments(p)
+    p.set_defaults(func=scan.cmd_scan)
     return parser
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from ..config import load_settings
 from ..phaseout.report import build_report, format_report, parse_since
 from ..phaseout.usage import UsageError, read_usage
+from ..scan.analyzer import scan_paths
+from ..scan.traffic import format_join, join
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -26,7 +30,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"qiskit-classic-proxy report: {exc}", file=sys.stderr)
         return 1
-    print(format_report(build_report(rows, settings, since=since, source=path), args.format))
+    report = build_report(rows, settings, since=since, source=path)
+    if not args.with_scan:
+        print(format_report(report, args.format))
+        return 0
+    missing = [p for p in args.with_scan if not Path(p).exists()]
+    if missing:
+        print(f"qiskit-classic-proxy report: --with-scan: no such file or directory: {', '.join(missing)}",
+              file=sys.stderr)
+        return 2
+    joined = join(report, scan_paths([Path(p) for p in args.with_scan]))
+    if args.format == "json":
+        print(json.dumps({**report, "code": joined}, indent=2))
+    else:
+        print(format_report(report, args.format))
+        print(format_join(joined, args.format))
     return 0
 
 
@@ -38,4 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--since", metavar="DATE",
         help="routes without traffic since DATE (YYYY-MM-DD, ISO date-time, or an age like 30d) are ready "
         "to switch off; callers last seen before DATE are left out",
+    )
+    p.add_argument(
+        "--with-scan", nargs="+", metavar="PATH",
+        help="also scan these files/folders and show, for each legacy route still called, the code behind it",
     )

@@ -24,8 +24,8 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from ..call import Call
-from ..classic.routes import Forward, Route, RouteTable
 from ..classic.routes import Gone as GoneAction
+from ..classic.routes import Route, RouteTable, move_to
 from ..config import ConfigError, RoutePolicy, Settings
 from ..errors import Gone
 from .metrics import CallerLabels, Metrics
@@ -87,14 +87,6 @@ def parse_window(text: str) -> tuple[float, float]:
     if e <= s:
         raise ValueError(f"brownout window {text!r}: END is not after START")
     return s, e
-
-
-def move_to(route: Route) -> str:
-    """What a caller should use instead: "GET /v1/jobs/{job_id}", a path, or "removed"."""
-    a = route.action
-    if isinstance(a, Forward):
-        return f"{route.method} {a.path}"
-    return a.replacement or "removed"
 
 
 # ============================================================================ per-route plan

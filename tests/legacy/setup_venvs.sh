@@ -42,7 +42,11 @@ CHECKS[runtime-0.23.0]="import qiskit, qiskit_ibm_runtime, websocket; from qiski
 SPECS[provider-0.11.0]="qiskit-ibm-provider==0.11.0 qiskit==0.46.3 qiskit-terra==0.46.3 numpy==1.26.4 requests==2.34.2"
 CHECKS[provider-0.11.0]="import qiskit, qiskit_ibm_provider; from qiskit_ibm_provider import IBMProvider; from qiskit.providers import ProviderV1; assert qiskit_ibm_provider.__version__ == '0.11.0', qiskit_ibm_provider.__version__; assert qiskit.__version__ == '0.46.3', qiskit.__version__"
 
-ORDER=(runtime-0.40.1 runtime-0.23.0 provider-0.11.0)
+# A current release, for checking that `scan --fix` output imports (tests/scan/test_fix.py).
+SPECS[runtime-0.51.0]="qiskit-ibm-runtime==0.51.0"
+CHECKS[runtime-0.51.0]="import qiskit, qiskit_ibm_runtime; from qiskit_ibm_runtime import QiskitRuntimeService, SamplerV2, Session; assert qiskit_ibm_runtime.__version__ == '0.51.0', qiskit_ibm_runtime.__version__"
+
+ORDER=(runtime-0.40.1 runtime-0.23.0 provider-0.11.0 runtime-0.51.0)
 if [[ -n "${QCP_LEGACY_ONLY:-}" ]]; then
     read -r -a ORDER <<<"$QCP_LEGACY_ONLY"
 fi
