@@ -1018,7 +1018,12 @@ def main() -> int:
             b.stop(pw)
 
         report = render(b, info)
-        Path(args.out).write_text(report)
+        out = Path(args.out)
+        old = out.read_text() if out.exists() else ""
+        if "<!-- soak:start -->" in old:  # bench/soak.py's section survives a re-run
+            report = report.rstrip("\n") + "\n\n" + old[old.index("<!-- soak:start -->") :].split("<!-- soak:end -->")[0]
+            report += "<!-- soak:end -->\n"
+        out.write_text(report)
         print()
         print(report.split("## Throughput and latency")[0])
         print(f"written to {args.out}")

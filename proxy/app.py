@@ -23,6 +23,7 @@ from .pipeline import Pipeline
 from .upstream import egress
 from .upstream.client import Upstream
 from .upstream.iam import TokenProvider
+from .wire import WireLimits
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -51,6 +52,11 @@ class ProxyApp:
         #: With a separate admin listener (admin_port) the main port keeps only /healthz and /readyz.
         self.ops_prefixes = OPS_PREFIXES if settings.admin_port is None else MAIN_PORT_OPS_PREFIXES
         self._probe_lock = asyncio.Lock()
+        #: Limits of the caller-facing server (proxy/wire.py reads them from here).
+        metrics = self.phaseout.metrics
+        self.wire = WireLimits.from_settings(settings, metrics.refuse if metrics else None)
+        self.pipeline.throttle.on_throttle = metrics.refuse if metrics else None
+        self.pipeline.submissions.on_outcome = metrics.submission_lookup if metrics else None
 
     @property
     def upstream(self) -> Upstream | None:
@@ -74,6 +80,8 @@ class ProxyApp:
         self._iam_client = iam_client
         tokens = TokenProvider(key, s.iam_url, timeout=s.iam_timeout, client=iam_client)
         self.pipeline.upstream, self.pipeline.tokens = upstream, tokens
+        if self.phaseout.metrics is not None:
+            upstream.on_retry = self.phaseout.metrics.upstream_retries.inc
         if key:
             asyncio.get_running_loop().create_task(self._prefetch())
         await self.phaseout.startup(tokens)

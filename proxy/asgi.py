@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -59,3 +60,37 @@ async def until_disconnect(receive: Callable) -> None:
     """Returns when the caller has gone (or the response is complete): uvicorn says http.disconnect."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class HangupWatch:
+    """Cancels the current task when the caller hangs up while it waits (a slow upstream GET).
+
+    Armed only after `after` seconds, so quick answers cost one timer, not a task. Use only
+    where nothing else reads `receive` meanwhile; `stop()` when the wait is over. A cancel
+    caused by it is recognised by `fired`.
+    """
+
+    def __init__(self, receive: Callable, after: float) -> None:
+        self.receive = receive
+        self.task = asyncio.current_task()
+        self.fired = False
+        self._done = False
+        self._watcher: asyncio.Future[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(after, self._start)
+
+    def _start(self) -> None:
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        await until_disconnect(self.receive)
+        if not self._done and self.task is not None:
+            self.fired = True
+            self.task.cancel()
+
+    def stop(self) -> None:
+        self._done = True
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self.fired and self.task is not None and hasattr(self.task, "uncancel"):
+            self.task.uncancel()  # the cancel was ours and is handled (Python 3.11+)

@@ -49,6 +49,7 @@ class Call:
     seen_ids: list[str] = field(default_factory=list)  # job/session ids an answer named (instance memory)
     upstream_error: str | None = None  # how the new API failed (an error code, "http_5xx"), for metrics
     program: Any = None  # programs.Translation: this job (submitted or read) was translated from V1
+    client: str = ""  # the caller's address (wrong-token throttling)
 
     @property
     def is_legacy_sdk(self) -> bool:

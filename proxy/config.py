@@ -154,6 +154,28 @@ class Settings(BaseSettings):
     #: Max simultaneous upstream connections.
     max_connections: int = Field(256, ge=1)
 
+    # --- hardening (SECURITY.md) ---------------------------------------------------------------
+    #: Tag every forwarded job submission (qcp:req:<uuid>) to find it again when its answer is lost.
+    submission_marker: bool = True
+    #: How long to look for a submission whose answer was lost before answering 409.
+    submission_recovery_seconds: float = Field(10.0, ge=0, le=300)
+    #: Request line + headers, in bytes (nginx: 4 x 8 KiB; Envoy: 60 KiB) -> 431.
+    max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
+    #: Header fields per request (Envoy's default) -> 431.
+    max_header_count: int = Field(100, ge=8, le=10_000)
+    #: Seconds a caller may take to send the request line and headers (slowloris) -> closed.
+    header_timeout: float = Field(10.0, gt=0)
+    #: Seconds an idle keep-alive connection stays open.
+    keepalive_timeout: float = Field(5.0, gt=0)
+    #: Simultaneous caller connections per server process -> 503 with Retry-After above it.
+    max_client_connections: int = Field(1000, ge=1)
+    #: Nesting depth and element count of JSON bodies the proxy rewrites -> 400.
+    max_json_depth: int = Field(128, ge=2, le=10_000)
+    max_json_elements: int = Field(1_000_000, ge=16)
+    #: Wrong client tokens per source address within `auth_failure_window` s before 429.
+    auth_failure_burst: int = Field(20, ge=1)
+    auth_failure_window: float = Field(60.0, gt=0)
+
     # --- phase-out ---------------------------------------------------------------------------
     deprecation_date: datetime | None = None
     sunset_date: datetime | None = None

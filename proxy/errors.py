@@ -83,6 +83,10 @@ class OutcomeUnknown(ProxyError):
     status, code = 409, "outcome_unknown"
 
 
+class TooManyRequests(ProxyError):
+    status, code = 429, "too_many_requests"
+
+
 class Gone(ProxyError):
     status, code = 410, "endpoint_removed"
 

@@ -29,26 +29,30 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
-from .asgi import read_body, send_error, send_reply, until_disconnect
+from .asgi import HangupWatch, read_body, send_error, send_reply, until_disconnect
 from .call import Call, Reply
 from .classic import answers
 from .classic.auth import AccessTokens, LegacyAuth
-from .classic.bodystream import SpooledBody, Spooler, stream_drops
+from .classic.bodystream import CAPTURE, SpooledBody, Spooler, stream_drops
 from .classic.identity import Identity
 from .classic.rewrite import UpstreamRequest, parse_json_object, translate_request
 from .classic.routes import Forward, Local, Route, RouteTable, normalize
 from .classic.routes import Gone as GoneAction
+from .classic.throttle import FailureThrottle
 from .config import Settings
-from .errors import BadRequest, Gone, ProxyError, UpstreamError
+from .errors import BadRequest, Gone, OutcomeUnknown, ProxyError, UpstreamError
 from .instances import InstanceMemory
 from .logs import log_access
 from .phaseout.policy import PhaseOut
 from .programs import RUNNERS, V1_PRIMITIVES, Programs, may_be_v1, restore_job
+from .submissions import Submissions, created_answer, mark, mark_spooled, not_found
 from .upstream.client import Upstream, response_headers
 from .upstream.iam import TokenProvider
 
 log = logging.getLogger("qiskit_classic_proxy")
 
+#: A GET still waiting for the new API after this long stops when its caller hangs up.
+HANGUP_WATCH_AFTER = 1.0
 #: Caller headers that may go upstream; everything else (Authorization, X-Access-Token, Cookie...) stays.
 PASS_HEADERS = ("accept", "accept-language", "x-qx-client-application", "parent-job-id")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -64,10 +68,12 @@ class Pipeline:
         self.table = table
         self.phaseout = phaseout
         self.access_tokens = AccessTokens(settings)
-        self.auth = LegacyAuth(settings, self.access_tokens)
-        self.identity = Identity(settings, self.access_tokens)
+        self.throttle = FailureThrottle(settings)  # wrong client tokens, shared by login and identify
+        self.auth = LegacyAuth(settings, self.access_tokens, self.throttle)
+        self.identity = Identity(settings, self.access_tokens, self.throttle)
         self.instances = InstanceMemory(settings)
         self.programs = Programs()
+        self.submissions = Submissions(settings)
         self.upstream: Upstream | None = None
         self.tokens: TokenProvider | None = None
         self.local: dict[str, Callable[[Call, bytes], Awaitable[Reply]]] = {
@@ -160,6 +166,14 @@ class Pipeline:
         self.instances.select(call, doc)  # 6. translate
         if call.program is not None and doc is not None:  # a V1 job: ISA transpile with the extra
             doc = await self.programs.transpile(call, doc, self._fetch_configuration)
+        marker = None
+        if doc is not None and self._marks(action):  # exactly once: proxy/submissions.py
+            try:
+                marker = mark(doc) if spooled is None else mark_spooled(doc, spooled)
+            except BaseException:
+                if spooled is not None:
+                    spooled.close()
+                raise
         req = translate_request(route, call.params, call.query, doc if spooled is None else None)
         body: bytes | SpooledBody | None = spooled if spooled is not None else req.body
         call.upstream = req.label
@@ -170,17 +184,44 @@ class Pipeline:
         if action.fanout and not call.instance_explicit and self.instances.several:
             await self._fanout_list(call, req.path, req.query, headers, send)
             return
+        watch = HangupWatch(receive, HANGUP_WATCH_AFTER) if body is None and route.method in ("GET", "HEAD") else None
         try:  # 7. forward
             resp = await self._open(call, route, action, req, headers, body)
+        except asyncio.CancelledError:
+            if watch is None or not watch.fired:
+                raise
+            call.status = 499  # nginx's "client closed request": nobody left to answer
+            log.info("caller went away; upstream %s cancelled (request %s)", call.upstream, call.request_id)
+            return
+        except OutcomeUnknown as err:
+            if spooled is not None:
+                spooled.close()
+            if marker is None:
+                raise
+            await self._recover(call, marker, doc, answer, send, err.code)
+            return
         except BaseException:
             if spooled is not None:
                 spooled.close()
             raise
+        finally:
+            if watch is not None:
+                watch.stop()
+        if marker is not None and resp.status_code >= 500:
+            await resp.aclose()  # the job may exist all the same, and a 5xx makes the SDKs resubmit
+            await self._recover(call, marker, doc, answer, send, f"HTTP {resp.status_code}")
+            return
         try:  # 8. relay
             status = resp.status_code
             is_json_error = status >= 400 and "json" in resp.headers.get("content-type", "")
             if (answer and answer.when(call, status)) or is_json_error:
-                await self._relay_fixed(call, resp, answer, send)
+                try:
+                    await self._relay_fixed(call, resp, answer, send)
+                except UpstreamError:
+                    if marker is None:
+                        raise
+                    await resp.aclose()  # the answer broke off: nothing was sent yet, look for the job
+                    await self._recover(call, marker, doc, answer, send, "answer broken off")
             else:
                 await self._relay_stream(call, resp, receive, send)
         except httpx.HTTPError as exc:
@@ -204,10 +245,14 @@ class Pipeline:
         # Bodies over STREAM_THRESHOLD (job submissions can be 100 MB+) are validated and
         # filtered while they arrive, into a spool; `captured` has the few values needed here.
         drops = stream_drops(action.body)
-        spooler = Spooler(drops) if drops is not None else None
-        raw = await read_body(call, receive, self.settings.max_body_bytes, spooler)
+        s = self.settings
+        capture = CAPTURE
+        if drops is not None and self._marks(action):  # tags go back with the marker (mark_spooled)
+            drops, capture = drops | {"tags"}, CAPTURE | {"tags"}
+        spooler = Spooler(drops, capture=capture, max_depth=s.max_json_depth) if drops is not None else None
+        raw = await read_body(call, receive, s.max_body_bytes, spooler)
         spooled = raw if isinstance(raw, SpooledBody) else None
-        doc = raw.captured if spooled is not None else parse_json_object(raw)
+        doc = raw.captured if spooled is not None else parse_json_object(raw, s.max_json_depth, s.max_json_elements)
         program = doc.get("program_id")
         if action.creates and isinstance(program, str) and (program in RUNNERS or program in V1_PRIMITIVES):
             return self._translate_program(call, doc, spooled)
@@ -261,6 +306,9 @@ class Pipeline:
             mem.put(job_id, call.instance)
         doc = json.loads(data) if resp.status_code == 200 and data else None
         return resp.status_code, doc if isinstance(doc, dict) else None
+    def _marks(self, action: Forward) -> bool:
+        """Does this row's forward get an exactly-once marker (job submissions)?"""
+        return action.creates and action.path == "/v1/jobs" and self.submissions.enabled
 
     def _upstream_headers(self, call: Call, *, buffered: bool, has_body: bool) -> Headers:
         """Caller headers that may pass, plus the proxy's own; identity headers come in `_open`."""
@@ -392,6 +440,31 @@ class Pipeline:
                 break
         return got, sub_count
 
+    async def _recover(
+        self, call: Call, marker: str, doc: Any, answer: answers.Answer | None, send: Callable, cause: str
+    ) -> None:
+        """The submission's outcome is unknown: answer the job found under its marker, else 409."""
+        headers = [*self._upstream_headers(call, buffered=True, has_body=False), ("service-crn", call.crn)]
+
+        async def lookup(query: bytes) -> tuple[int, bytes]:
+            resp = await self._open_once(call, "GET", "/v1/jobs", query, headers, None)
+            try:
+                return resp.status_code, await resp.aread()
+            finally:
+                await resp.aclose()
+
+        backend = doc.get("backend") if isinstance(doc, dict) else None
+        job = await self.submissions.find(lookup, marker, backend, after_5xx=cause.startswith("HTTP "))
+        if job is None:
+            log.warning("submission %s: outcome unknown (%s), not found under %s", call.request_id, cause, marker)
+            raise not_found(call.request_id, marker, cause)
+        log.warning("submission %s: answer lost (%s), found job %s under its marker", call.request_id, cause, job["id"])
+        data = json.dumps(created_answer(job), separators=(",", ":")).encode()
+        status = 200
+        if answer is not None:
+            status, data = answer.fix(call, status, data)
+        await send_reply(call, Reply(status, data), send)
+
     # -- 8. relay ------------------------------------------------------------------------------
     async def _relay_fixed(
         self, call: Call, resp: httpx.Response, answer: answers.Answer | None, send: Callable
@@ -476,6 +549,7 @@ def _new_call(scope: dict) -> Call:
         path=scope["path"],
         headers=headers,
         query=scope.get("query_string", b""),
+        client=(scope.get("client") or ("",))[0],
     )
 
 

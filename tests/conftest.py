@@ -19,6 +19,7 @@ from proxy.config import Settings, load_settings
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN, Emulator, EmulatorConfig, create_emulator_app
 from proxy.logs import JsonFormatter
 from proxy.serving import BackgroundServer
+from proxy.wire import server_options
 
 
 @dataclass
@@ -84,7 +85,7 @@ def proxy_settings(emulator_url: str, **overrides: Any) -> Settings:
 
 def start_proxy(settings: Settings, **kw: Any) -> Running:
     app = create_app(settings, **kw)
-    return Running(BackgroundServer(app, access_log=False).start(), app)
+    return Running(BackgroundServer(app, access_log=False, **server_options(settings)).start(), app)
 
 
 @pytest.fixture(scope="module")

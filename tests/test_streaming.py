@@ -67,6 +67,16 @@ def submission_chunks(size: int, head: bytes = SUBMIT_HEAD) -> Iterator[bytes]:
     yield SUBMIT_TAIL
 
 
+def forwarded_chunks(size: int, job: dict[str, Any]) -> Iterator[bytes]:
+    """What the proxy forwards for `submission_chunks(size)`: classic keys dropped, and the
+    exactly-once marker tag (proxy/submissions.py) appended as the last member."""
+    m = re.search(rb',"tags":\["(qcp:req:[0-9a-f]{32})"\]\}$', job["tail"])
+    assert m, job["tail"]
+    chunks = list(submission_chunks(size, SUBMIT_FORWARDED_HEAD))
+    chunks[-1] = chunks[-1][:-1] + b',"tags":["' + m.group(1) + b'"]}'
+    yield from chunks
+
+
 class StubUpstream:
     """IAM token endpoint + the few new-API routes these tests use."""
 
@@ -121,7 +131,7 @@ class StubUpstream:
         if path == "/api/v1/jobs" and method == "POST":
             h = hashlib.sha256()
             size = 0
-            head = b""
+            head = tail = b""
             more = True
             while more:
                 msg = await receive()
@@ -130,8 +140,9 @@ class StubUpstream:
                     head += chunk[: 4096 - len(head)]
                 h.update(chunk)
                 size += len(chunk)
+                tail = (tail + chunk)[-256:]
                 more = msg.get("more_body", False)
-            self.jobs.append({"sha256": h.hexdigest(), "size": size, "head": head, "headers": headers})
+            self.jobs.append({"sha256": h.hexdigest(), "size": size, "head": head, "tail": tail, "headers": headers})
             await reply(200, {"id": f"job-{len(self.jobs)}", "backend": "fake_stream"})
             return
         await reply(404, {"errors": [{"code": "not_found", "message": path}]})
@@ -292,7 +303,7 @@ def test_large_submission_streams_rewritten_with_bounded_memory(
     assert r.json()["hub"] == "ibm-q"  # the Classic answer fix-up still applies
     [job] = app.jobs
     assert job["head"].startswith(SUBMIT_FORWARDED_HEAD)  # hub/group/project/private dropped
-    assert (job["size"], job["sha256"]) == _expected(submission_chunks(size, SUBMIT_FORWARDED_HEAD))
+    assert (job["size"], job["sha256"]) == _expected(forwarded_chunks(size, job))
     assert job["headers"]["service-crn"] == CRN  # instance chosen from the body's hub/group/project
     assert job["headers"]["content-length"] == str(job["size"])
     assert "transfer-encoding" not in job["headers"]
@@ -404,6 +415,6 @@ def test_large_submission_is_replayed_whole_after_a_401(make: Any, stub: tuple[s
         assert r.status_code == 200, r.text
         [job] = app.jobs  # the 401'd attempt is not recorded by the stub
         assert job["headers"]["authorization"] == "Bearer tok-new"
-        assert (job["size"], job["sha256"]) == _expected(submission_chunks(size, SUBMIT_FORWARDED_HEAD))
+        assert (job["size"], job["sha256"]) == _expected(forwarded_chunks(size, job))
     finally:
         app.tokens, app.reject_once = ["tok-1"], set()

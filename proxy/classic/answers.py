@@ -15,6 +15,9 @@ from ..call import Call, Reply
 
 Fix = Callable[[Call, int, bytes], tuple[int, bytes]]
 
+#: Tags the proxy adds to each submission to find it again (proxy/submissions.py); callers never see them.
+MARKER_PREFIX = "qcp:req:"
+
 
 def _ok(call: Call, status: int) -> bool:
     return 200 <= status < 300
@@ -37,8 +40,17 @@ def _dump(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def unmarked(tags: Any) -> Any:
+    """`tags` without the proxy's submission markers (anything else unchanged)."""
+    if not isinstance(tags, list):
+        return tags
+    return [t for t in tags if not (isinstance(t, str) and t.startswith(MARKER_PREFIX))]
+
+
 def job_hgp(call: Call, job: dict[str, Any]) -> dict[str, Any]:
     """Classic job objects name their instance; the provider crashes without hub/group/project."""
+    if "tags" in job:
+        job["tags"] = unmarked(job["tags"])
     if call.instance:
         hub, group, project = call.instance.split("/")
         job.setdefault("hub", hub)
@@ -86,6 +98,26 @@ def session_created(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
     if isinstance(doc, dict) and isinstance(doc.get("id"), str):
         call.seen_ids.append(doc["id"])
     return status, body
+
+
+def tag_list(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    """GET /v1/tags lists every tag in use, the proxy's markers included: hide those."""
+    doc = _load(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("tags"), list):
+        return status, body
+    doc["tags"] = unmarked(doc["tags"])
+    return status, _dump(doc)
+
+
+def workloads(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    """Workloads (jobs and sessions) carry their jobs' tags: without the markers."""
+    doc = _load(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("workloads"), list):
+        return status, body
+    for w in doc["workloads"]:
+        if isinstance(w, dict) and "tags" in w:
+            w["tags"] = unmarked(w["tags"])
+    return status, _dump(doc)
 
 
 def metrics(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
@@ -158,6 +190,8 @@ ANSWERS: dict[str, Answer] = {
     "job_list": Answer(job_list),
     "job_created": Answer(job_created),
     "session_created": Answer(session_created),
+    "tag_list": Answer(tag_list),
+    "workloads": Answer(workloads),
     "metrics": Answer(metrics),
     "defaults": Answer(defaults, _defaults_when),
     "results": Answer(results, _old_runtime),

@@ -21,6 +21,8 @@ from cachetools import TTLCache
 from ..call import Call, Reply
 from ..config import Settings
 from ..errors import BadRequest, Unauthorized
+from .rewrite import parse_json_object
+from .throttle import FailureThrottle
 
 ACCESS_TOKEN_TTL = 14 * 24 * 3600  # what Classic answered in loginWithToken.ttl
 _PREFIX = "qcp1"
@@ -66,10 +68,11 @@ def _b64(raw: bytes) -> str:
 class LegacyAuth:
     """Local handlers for the Classic auth routes (see routes.py, section classic-auth)."""
 
-    def __init__(self, settings: Settings, tokens: AccessTokens) -> None:
+    def __init__(self, settings: Settings, tokens: AccessTokens, throttle: FailureThrottle | None = None) -> None:
         self.settings = settings
         self.tokens = tokens
         self.client_tokens = settings.client_token_names
+        self.throttle = throttle if throttle is not None else FailureThrottle(settings)
 
     def _base(self, call: Call) -> str:
         return self.settings.public_url or call.base_url
@@ -78,16 +81,14 @@ class LegacyAuth:
         return Reply.json({"api-auth": "0.1.0", "api": "classic-compat", "proxy": "qiskit-classic-proxy"})
 
     async def login(self, call: Call, body: bytes) -> Reply:
-        try:
-            doc = json.loads(body or b"{}")
-        except ValueError:
-            raise BadRequest("request body is not valid JSON", code="invalid_json") from None
-        token = doc.get("apiToken") if isinstance(doc, dict) else None
+        doc = parse_json_object(body)  # within the nesting limits: never a RecursionError
+        token = doc.get("apiToken")
         if not isinstance(token, str) or not token:
             raise BadRequest("apiToken is required", code="missing_api_token")
         if self.client_tokens:
             caller = self.client_tokens.get(token)
             if caller is None:
+                self.throttle.failed(call.client)  # 429 once over the burst
                 raise Unauthorized("login failed: the token is not one of QCP_CLIENT_TOKENS", code="login_failed")
         else:
             caller = call.caller if call.authenticated else "anonymous"

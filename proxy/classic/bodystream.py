@@ -39,6 +39,7 @@ from ..errors import BadRequest
 __all__ = [
     "CAPTURE",
     "STREAM_THRESHOLD",
+    "JsonLimitError",
     "JsonStreamError",
     "KeyFilter",
     "SpooledBody",
@@ -57,6 +58,8 @@ KEY_MAX = 512
 CAPTURE_MAX = 4096
 #: Longest number or literal token (json.loads refuses ints over 4300 digits anyway).
 TOKEN_MAX = 64 * 1024
+#: Deepest nesting accepted (arrays and objects; the settings' max_json_depth overrides it).
+MAX_DEPTH = 128
 #: Chunk size when replaying a spooled body.
 READ_CHUNK = 256 * 1024
 
@@ -103,6 +106,10 @@ class JsonStreamError(ValueError):
         self.pos = pos
 
 
+class JsonLimitError(JsonStreamError):
+    """The body is valid so far but nested deeper than allowed (QCP_MAX_JSON_DEPTH)."""
+
+
 class _Opaque:
     """A captured value too large to keep: present, but not a string (so never used as a name)."""
 
@@ -116,7 +123,10 @@ OPAQUE = _Opaque()
 class KeyFilter:
     """Incremental validator + top-level key dropper. `feed(chunk) -> bytes`, then `close() -> bytes`."""
 
-    def __init__(self, drop: Iterable[str] = (), capture: Iterable[str] = CAPTURE) -> None:
+    def __init__(
+        self, drop: Iterable[str] = (), capture: Iterable[str] = CAPTURE, max_depth: int = MAX_DEPTH
+    ) -> None:
+        self.max_depth = max_depth
         self.drop = frozenset(drop)
         self.capture = frozenset(capture)
         self.captured: dict[str, Any] = {}
@@ -227,6 +237,9 @@ class KeyFilter:
         i = 0
         stack = self._stack
         expect = self._expect
+        # The run regexes swallow values nested up to 3 deeper without the stack seeing them:
+        # near the depth limit, go token by token so that the limit is exact.
+        deep = self.max_depth - 3
         seg = 0 if (self._member or self._key_mode == 2) else -1  # start of the pending member bytes
         kstart = 0 if self._key_mode == 1 else -1  # start of the pending depth-1 key bytes
         try:
@@ -289,7 +302,7 @@ class KeyFilter:
                     if c == 0x2C:  # ,
                         i += 1
                         expect = _KEY if stack[-1] == _OBJ else _VALUE
-                        if len(stack) >= 2:
+                        if 2 <= len(stack) <= deep:
                             if expect == _VALUE:
                                 m = _ARRAY_RUN.match(buf, i)
                             else:
@@ -321,17 +334,21 @@ class KeyFilter:
                                 raise self._fail("the body must be a JSON object", i)
                             self._out += b"{"
                         stack.append(c)
+                        if len(stack) > self.max_depth:
+                            raise JsonLimitError(
+                                f"nested deeper than {self.max_depth} levels (QCP_MAX_JSON_DEPTH)", self._offset + i
+                            )
                         i += 1
                         if c == _OBJ:
                             expect = _KEY_OR_CLOSE
-                            if len(stack) >= 2:
+                            if 2 <= len(stack) <= deep:
                                 m = _OBJECT_RUN.match(buf, i)
                                 if m is not None:
                                     i = m.end()
                                     expect = _KEY
                         else:
                             expect = _VALUE_OR_CLOSE
-                            m = _ARRAY_RUN.match(buf, i)
+                            m = _ARRAY_RUN.match(buf, i) if len(stack) <= deep else None
                             if m is not None:
                                 i = m.end()
                                 expect = _VALUE
@@ -463,8 +480,37 @@ class SpooledBody:
             pos += len(data)
             yield data
 
+    def append_member(self, key: str, value: Any) -> None:
+        """Add `"key": value` as the last member of the spooled (already filtered) object."""
+        close, last = self._last_byte(self.size)
+        if last != b"}":
+            raise ValueError("the spooled body does not end with '}'")
+        empty = self._last_byte(close)[1] == b"{"
+        member = json.dumps({key: value}, separators=(",", ":")).encode()[1:-1]
+        self.file.seek(close)
+        self.file.truncate()
+        self.file.write((b"" if empty else b",") + member + b"}")
+        self.size = close + len(member) + (1 if empty else 2)
+
+    def _last_byte(self, end: int) -> tuple[int, bytes]:
+        """(offset, byte) of the last non-whitespace byte before `end`; (-1, b"") if none."""
+        while end > 0:
+            start = max(0, end - 4096)
+            self.file.seek(start)
+            chunk = self.file.read(end - start).rstrip(b" \t\r\n")
+            if chunk:
+                return start + len(chunk) - 1, chunk[-1:]
+            end = start
+        return -1, b""
+
     def close(self) -> None:
         self.file.close()
+
+
+def _bad_json(exc: JsonStreamError) -> BadRequest:
+    if isinstance(exc, JsonLimitError):
+        return BadRequest(f"request body {exc}", code="json_too_deep")
+    return BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json")
 
 
 class Spooler:
@@ -476,8 +522,13 @@ class Spooler:
     """
 
     def __init__(
-        self, drop: Iterable[str], threshold: int = STREAM_THRESHOLD, capture: Iterable[str] = CAPTURE
+        self,
+        drop: Iterable[str],
+        threshold: int = STREAM_THRESHOLD,
+        capture: Iterable[str] = CAPTURE,
+        max_depth: int = MAX_DEPTH,
     ) -> None:
+        self.max_depth = max_depth
         self.drop = frozenset(drop)
         self.capture = frozenset(capture)
         self.threshold = threshold
@@ -491,7 +542,7 @@ class Spooler:
             self.chunks.append(chunk)
             self.size += len(chunk)
             if self.size > self.threshold:
-                self.filter = KeyFilter(self.drop, self.capture)
+                self.filter = KeyFilter(self.drop, self.capture, self.max_depth)
                 self.spool = SpooledBody()
                 chunks, self.chunks = self.chunks, []
                 for c in chunks:
@@ -505,7 +556,7 @@ class Spooler:
             self.spool.write(self.filter.feed(chunk))
         except JsonStreamError as exc:
             self.close()
-            raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+            raise _bad_json(exc) from None
 
     def finish(self) -> bytes | SpooledBody:
         if self.filter is None:
@@ -515,7 +566,7 @@ class Spooler:
             self.spool.write(self.filter.close())
         except JsonStreamError as exc:
             self.close()
-            raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+            raise _bad_json(exc) from None
         self.spool.captured = self.filter.captured
         spool, self.spool = self.spool, None
         return spool

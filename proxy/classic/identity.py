@@ -12,6 +12,7 @@ from ..call import Call
 from ..config import Settings
 from ..errors import BadRequest, Unauthorized
 from .auth import AccessTokens
+from .throttle import FailureThrottle
 
 #: Routes a caller may use without a client token (the Classic login itself, version, health).
 OPEN_ROUTES = frozenset({"GET /version", "POST /users/loginWithToken", "GET /health", "POST /auth/validate"})
@@ -22,10 +23,13 @@ _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 class Identity:
     """Fills `call.caller`, `call.authenticated`, `call.sdk*` and `call.base_url`."""
 
-    def __init__(self, settings: Settings, access_tokens: AccessTokens) -> None:
+    def __init__(
+        self, settings: Settings, access_tokens: AccessTokens, throttle: FailureThrottle | None = None
+    ) -> None:
         self.settings = settings
         self.access_tokens = access_tokens
         self.client_tokens = settings.client_token_names
+        self.throttle = throttle if throttle is not None else FailureThrottle(settings)
 
     def identify(self, call: Call, scope: dict) -> None:
         """Who is calling: client-token name or login name; refuse if tokens are required."""
@@ -42,6 +46,8 @@ class Identity:
             call.caller, call.authenticated = name, True
         route_key = call.route.key if call.route else ""
         if self.client_tokens:
+            if name is None and (access or h.get("authorization")):
+                self.throttle.failed(call.client)  # a wrong token: 429 once over the burst
             if name is None and route_key not in OPEN_ROUTES:
                 raise Unauthorized(
                     "this proxy requires a client token: log in with it (Classic loginWithToken), "

@@ -160,14 +160,56 @@ def query_values(raw: bytes, name: str) -> list[str]:
     return [v for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if k == name]
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """Parse a JSON body whatever its Content-Type (0.23 and the provider send none)."""
+#: A JSON string (skipped whole), or one structural byte: [ ] { } ,
+_STRUCTURE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
+MAX_DEPTH = 128
+MAX_ELEMENTS = 1_000_000
+
+
+def check_json_shape(raw: bytes, max_depth: int = MAX_DEPTH, max_elements: int = MAX_ELEMENTS) -> None:
+    """Refuse (400) a body nested deeper than `max_depth` or with more than `max_elements` values,
+    before `json.loads` recurses into it (a RecursionError would be a 500, and SDKs retry 5xx).
+
+    Values are counted as commas + containers + 1. Most bodies are decided by three
+    `bytes.count` calls; only a body that might exceed a limit is scanned token by token.
+    """
+    opens = raw.count(b"[") + raw.count(b"{")
+    if opens <= max_depth and raw.count(b",") + opens < max_elements:
+        return
+    depth = elements = 0
+    for m in _STRUCTURE.finditer(raw):
+        c = raw[m.start()]
+        if c == 0x22:  # a string: brackets inside it do not count
+            continue
+        if c == 0x2C:  # ,
+            elements += 1
+        elif c in (0x5B, 0x7B):  # [ {
+            depth += 1
+            elements += 1
+            if depth > max_depth:
+                raise BadRequest(
+                    f"request body nested deeper than {max_depth} levels (QCP_MAX_JSON_DEPTH)", code="json_too_deep"
+                )
+        else:
+            depth -= 1
+        if elements >= max_elements:
+            raise BadRequest(
+                f"request body has more than {max_elements} JSON values (QCP_MAX_JSON_ELEMENTS)",
+                code="json_too_large",
+            )
+
+
+def parse_json_object(raw: bytes, max_depth: int = MAX_DEPTH, max_elements: int = MAX_ELEMENTS) -> dict[str, Any]:
+    """Parse a JSON body whatever its Content-Type (0.23 and the provider send none), within limits."""
     if not raw.strip():
         return {}
+    check_json_shape(raw, max_depth, max_elements)
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # a guard: check_json_shape should have refused it
+        raise BadRequest("request body nested too deeply", code="json_too_deep") from None
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
     return doc

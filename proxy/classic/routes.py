@@ -169,7 +169,7 @@ section("jobs")
 ROUTES += [
     row("GET",    "/facade/v1/jobs",                     forward("/v1/jobs", query=JOB_LIST, answer="job_list", fanout=True)),
     row("POST",   "/facade/v1/jobs",                     forward("/v1/jobs", body=JOB_SUBMIT, answer="job_created", **SUBMIT)),
-    row("GET",    "/facade/v1/jobs/tags",                forward("/v1/tags", query=[default_query("type", "job")])),
+    row("GET",    "/facade/v1/jobs/tags",                forward("/v1/tags", query=[default_query("type", "job")], answer="tag_list")),
     row("GET",    "/facade/v1/jobs/{job_id}/type",       gone(sdk="job_type")),
     row("GET",    "/jobs",                               forward("/v1/jobs", query=JOB_LIST, answer="job_list", fanout=True)),
     row("POST",   "/jobs",                               forward("/v1/jobs", body=JOB_SUBMIT, answer="job_created", **SUBMIT)),
@@ -191,7 +191,7 @@ ROUTES += [
     row("PATCH",  "/sessions/{session_id}",              forward("/v1/sessions/{session_id}", body=[])),
     row("GET",    "/sessions/{session_id}/extended",     gone()),
     row("DELETE", "/sessions/{session_id}/close",        forward("/v1/sessions/{session_id}/close")),
-    row("GET",    "/workloads/me",                       forward("/v1/workloads")),
+    row("GET",    "/workloads/me",                       forward("/v1/workloads", answer="workloads")),
 ]
 # -- Changes to system-related endpoints ------------------------------------------------------------
 section("backends")

@@ -61,6 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..emulator import DEMO_API_KEY, DEMO_CRN, EmulatorConfig, create_emulator_app
     from ..logs import configure
     from ..serving import BackgroundServer
+    from ..wire import server_options
 
     emulator_app = create_emulator_app(EmulatorConfig())
     try:
@@ -80,7 +81,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     configure("info", "text")
     try:
-        proxy = BackgroundServer(create_app(settings), port=args.port, access_log=False, server_header=False).start()
+        proxy = BackgroundServer(
+            create_app(settings), port=args.port, access_log=False, server_header=False, **server_options(settings)
+        ).start()
     except (RuntimeError, TimeoutError, OSError):
         emulator.stop()
         print(f"qiskit-classic-proxy: cannot listen on 127.0.0.1:{args.port} (in use?); try --port", file=sys.stderr)

@@ -31,12 +31,21 @@ def settings_flags(p: argparse.ArgumentParser) -> None:
         "--admin-port", type=int, help="serve /healthz /readyz /metrics /admin on this port (QCP_ADMIN_PORT)"
     )
     p.add_argument("--admin-host", help="bind address of the admin port (QCP_ADMIN_HOST, default: --host)")
+    # Hardening limits (SECURITY.md); the rest are TOML keys / QCP_* env vars.
+    p.add_argument("--max-header-bytes", type=int, help="request head limit, bytes -> 431 (QCP_MAX_HEADER_BYTES)")
+    p.add_argument("--header-timeout", type=float, help="seconds to send the headers (QCP_HEADER_TIMEOUT)")
+    p.add_argument("--max-client-connections", type=int, help="open connections -> 503 (QCP_MAX_CLIENT_CONNECTIONS)")
+    p.add_argument(
+        "--submission-marker", action=argparse.BooleanOptionalAction, default=None,
+        help="tag submissions to find them when an answer is lost (QCP_SUBMISSION_MARKER, default on)",
+    )
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = (
         "host", "port", "upstream_url", "iam_url", "api_version", "public_url", "log_level", "log_format", "workers",
         "qiskit_account", "ca_bundle", "ssl_certfile", "ssl_keyfile", "admin_port", "admin_host",
+        "max_header_bytes", "header_timeout", "max_client_connections", "submission_marker",
     )
     return {k: getattr(args, k, None) for k in keys}
 

@@ -28,6 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..app import create_app
     from ..logs import configure
     from ..upstream import egress
+    from ..wire import server_options
 
     settings = load(args)
     settings.require_serving()
@@ -51,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 10,
         "ssl_certfile": settings.ssl_certfile,
         "ssl_keyfile": settings.ssl_keyfile,
+        **server_options(settings),
     }
     if settings.workers > 1:
         if settings.admin_port is not None:

@@ -41,8 +41,12 @@ class FaultRule:
     #: `status` only: extra response headers (e.g. Retry-After) and a JSON body replacing the default.
     headers: dict[str, str] | None = None
     body: Any = None
+    #: Fire on every Nth matching request only (1 = all): "drop 10 % of the answers" is every=10.
+    every: int = 1
     #: How many requests this rule has fired on (read-only bookkeeping).
     hits: int = 0
+    #: How many matching requests it has seen, fired or not (read-only bookkeeping).
+    seen: int = 0
 
     def __post_init__(self) -> None:
         if self.action not in RULE_ACTIONS:
@@ -58,6 +62,8 @@ class FaultRule:
             raise FaultConfigError(f"rules[].delay: {self.delay!r} must be a number >= 0")
         if self.times is not None and (not isinstance(self.times, int) or self.times < 0):
             raise FaultConfigError(f"rules[].times: {self.times!r} must be an integer >= 0 or null")
+        if not isinstance(self.every, int) or isinstance(self.every, bool) or self.every < 1:
+            raise FaultConfigError(f"rules[].every: {self.every!r} must be an integer >= 1")
 
     @property
     def effective_delay(self) -> float:
@@ -87,8 +93,8 @@ class FaultRule:
     def from_dict(cls, data: dict[str, Any]) -> FaultRule:
         if not isinstance(data, dict):
             raise FaultConfigError("rules[]: each rule must be a JSON object")
-        known = {"match", "action", "status", "delay", "times", "headers", "body"}
-        unknown = set(data) - known - {"hits"}
+        known = {"match", "action", "status", "delay", "times", "headers", "body", "every"}
+        unknown = set(data) - known - {"hits", "seen"}
         if unknown:
             raise FaultConfigError(f"rules[]: unknown key(s) {', '.join(sorted(unknown))}")
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -343,10 +343,11 @@ class Emulator:
         times: int | None = None,
         headers: dict[str, str] | None = None,
         body: Any = None,
+        every: int = 1,
     ) -> FaultRule:
         """Append one rule and return it (its `hits`/`times` are live). `times=None` = forever,
-        as in the JSON form: pass `times=1` for a one-off."""
-        rule = FaultRule(match, action, status, delay, times, headers, body)
+        as in the JSON form: pass `times=1` for a one-off; `every=10` fires on every 10th match."""
+        rule = FaultRule(match, action, status, delay, times, headers, body, every)
         with self.lock:
             self.rules.append(rule)
         return rule
@@ -361,6 +362,9 @@ class Emulator:
         with self.lock:
             for rule in self.rules:
                 if rule.active and rule.matches(method, template, path, iam=iam):
+                    rule.seen += 1
+                    if rule.seen % rule.every:
+                        continue  # not this one: every Nth match only
                     if rule.times is not None:
                         rule.times -= 1
                     rule.hits += 1

@@ -148,6 +148,24 @@ class Metrics:
             ("route", "kind"),
             registry=r,
         )
+        self.refused = Counter(
+            "qcp_refused",
+            "Callers refused before their request ran: header too large/too many/timeout, too many "
+            "connections, bad transfer coding, wrong client tokens throttled (SECURITY.md).",
+            ("reason",),
+            registry=r,
+        )
+        self.upstream_retries = Counter(
+            "qcp_upstream_retries", "GET/HEAD requests sent again after the connection failed before any answer.",
+            registry=r,
+        )
+        self.submission_lookups = Counter(
+            "qcp_submission_lookups",
+            "Job submissions whose answer was lost, looked up by their marker tag: found (answered as "
+            "created) or not_found (answered 409 outcome_unknown).",
+            ("outcome",),
+            registry=r,
+        )
         self.usage_flush_failures = Counter(
             "qcp_usage_flush_failures", "Failed writes of the persistent usage record.", registry=r
         )
@@ -175,6 +193,12 @@ class Metrics:
 
     def upstream_error(self, route: str, kind: str) -> None:
         self.upstream_errors.labels(route, kind).inc()
+
+    def submission_lookup(self, outcome: str) -> None:
+        self.submission_lookups.labels(outcome).inc()
+
+    def refuse(self, reason: str) -> None:
+        self.refused.labels(reason).inc()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -2,15 +2,19 @@
 
 The transport is swappable (`transport=`): by default `proxy.upstream.transport.NativeTransport`
 (asyncio + httptools), or an aiohttp-backed one, httpx's own pool, or `httpx.MockTransport` in
-unit tests (see `default_transport` and BENCHMARKS.md). Nothing is retried here: the only
-replay (after a 401) is decided by the caller, which knows the request never ran.
+unit tests (see `default_transport` and BENCHMARKS.md). Only GET and HEAD are retried here,
+once, after a short random pause, when the connection failed before any answer (most often a
+pooled keep-alive connection the server had just closed); never POST, PUT, PATCH or DELETE.
+The other replay (after a 401) is decided by the caller, which knows the request never ran.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.cookiejar
+import random
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from typing import Literal
 
 import httpx
@@ -34,6 +38,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "server", "date"}
+#: Methods retried once when the connection fails before any answer (RFC 9110 §9.2.2 idempotent,
+#: and without side effects worth a second thought).
+RETRY_METHODS = frozenset({"GET", "HEAD"})
+#: Failures before any answer: nothing was answered, so a GET may go again.
+_RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 def default_transport(settings: Settings) -> httpx.AsyncBaseTransport:
@@ -124,6 +133,9 @@ class Upstream:
         )
         self._extensions = {name: {"timeout": t.as_dict()} for name, t in self.timeouts.items()}
         self._send_fast = getattr(self.transport, "send_fast", None)
+        #: GET/HEAD retries made (and a metrics hook, set by the app).
+        self.retries = 0
+        self.on_retry: Callable[[], None] | None = None
         #: For /readyz: when an answer last came back (monotonic), and the last failure to connect.
         self.reached_at: float | None = None
         self.unreachable: tuple[float, str] | None = None
@@ -169,11 +181,16 @@ class Upstream:
             headers = [*headers, ("content-length", str(body.size))]
             body = body.stream()
         try:
-            if self._send_fast is not None:
-                resp = await self._send_fast(method, url, headers, body, ext["timeout"])
-            else:
-                request = httpx.Request(method, url, headers=headers, content=body, extensions=ext)
-                resp = await self.transport.handle_async_request(request)
+            try:
+                resp = await self._send(method, url, headers, body, ext)
+            except _RETRYABLE:
+                if method not in RETRY_METHODS:
+                    raise
+                self.retries += 1
+                if self.on_retry is not None:
+                    self.on_retry()
+                await asyncio.sleep(random.uniform(0.01, 0.1))  # jitter: not in step with other callers
+                resp = await self._send(method, url, headers, body, ext)
             self.reached_at = time.monotonic()
             return resp
         except (httpx.ProxyError, httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
@@ -210,6 +227,14 @@ class Upstream:
                 return UpstreamTimeout(f"the new API did not answer in time: {where}")
             return UpstreamError(f"the new API dropped the connection ({type(exc).__name__}): {where}")
         return UpstreamError(f"upstream request failed ({type(exc).__name__}): {where}")
+
+    async def _send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: object, ext: dict
+    ) -> httpx.Response:
+        if self._send_fast is not None:
+            return await self._send_fast(method, url, headers, body, ext["timeout"])
+        request = httpx.Request(method, url, headers=headers, content=body, extensions=ext)  # type: ignore[arg-type]
+        return await self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self.client.aclose()
