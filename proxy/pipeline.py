@@ -43,6 +43,7 @@ from .errors import BadRequest, Gone, ProxyError, RetiredProgram, UpstreamError
 from .instances import InstanceMemory
 from .logs import log_access
 from .phaseout.policy import PhaseOut
+from .store import PostgresStore, is_postgres
 from .upstream.client import Upstream, response_headers
 from .upstream.iam import TokenProvider
 
@@ -63,10 +64,12 @@ class Pipeline:
         self.settings = settings
         self.table = table
         self.phaseout = phaseout
-        self.access_tokens = AccessTokens(settings)
+        # Shared state (instance memory, logouts) lives in the usage database when it is PostgreSQL.
+        self.store = PostgresStore(settings.usage_db) if is_postgres(settings.usage_db) else None
+        self.access_tokens = AccessTokens(settings, self.store)
         self.auth = LegacyAuth(settings, self.access_tokens)
         self.identity = Identity(settings, self.access_tokens)
-        self.instances = InstanceMemory(settings)
+        self.instances = InstanceMemory(settings, self.store)
         self.upstream: Upstream | None = None
         self.tokens: TokenProvider | None = None
         self.local: dict[str, Callable[[Call, bytes], Awaitable[Reply]]] = {
@@ -155,6 +158,7 @@ class Pipeline:
         """6..8: read and translate, send, relay the answer."""
         assert self.upstream is not None and self.tokens is not None
         doc, spooled = await self._read_json(call, action, receive)
+        await self.instances.recall(call)
         self.instances.select(call, doc)  # 6. translate
         req = translate_request(route, call.params, call.query, doc if spooled is None else None)
         body: bytes | SpooledBody | None = spooled if spooled is not None else req.body
@@ -250,6 +254,7 @@ class Pipeline:
             call.crn, call.instance = crn, mem.by_crn[crn]
             if "job_id" in call.params or "session_id" in call.params:
                 mem.put(call.params.get("job_id") or call.params["session_id"], call.instance)
+                await mem.share()
         return resp
 
     async def _open_once(
@@ -306,6 +311,7 @@ class Pipeline:
                 return  # an error answer was sent
             merged += got[0]
             count += got[1]
+        await self.instances.share()
         merged.sort(key=lambda j: str(j.get("created", "")), reverse=not ascending)
         call.instance, call.crn = self.settings.default_instance, self.instances.crns[self.settings.default_instance]
         body = {"jobs": merged[offset : offset + limit], "count": count, "offset": offset, "limit": limit}
@@ -362,6 +368,7 @@ class Pipeline:
             if call.seen_ids and self.instances.several:
                 for seen in call.seen_ids:
                     self.instances.put(seen, call.instance)
+                await self.instances.share()
         if status >= 400:
             data = answers.classic_error(call, status, data)
         hdrs = response_headers(resp.headers, drop_length=True)

@@ -8,6 +8,7 @@ import sys
 from ..config import load_settings
 from ..phaseout.report import build_report, format_report, parse_since
 from ..phaseout.usage import UsageError, read_usage
+from ..store import redact
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -26,13 +27,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"qiskit-classic-proxy report: {exc}", file=sys.stderr)
         return 1
-    print(format_report(build_report(rows, settings, since=since, source=path), args.format))
+    print(format_report(build_report(rows, settings, since=since, source=redact(path)), args.format))
     return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML settings file (env: QCP_CONFIG)")
-    p.add_argument("--db", metavar="PATH", help="usage record (default: usage_db setting, QCP_USAGE_DB)")
+    p.add_argument(
+        "--db", metavar="PATH",
+        help="usage record: SQLite path or postgresql:// URL (default: usage_db setting, QCP_USAGE_DB)",
+    )
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table", help="(default: table)")
     p.add_argument(
         "--since", metavar="DATE",

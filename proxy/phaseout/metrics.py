@@ -6,14 +6,20 @@ known HTTP tool name, else "other", and at most `MAX_CALLERS` distinct values ev
 `status` is the HTTP status; `action` is what the proxy did (forward, local, gone, disabled,
 brownout, or "-" when it refused before dispatch). One registry per app: tests and `explain` build
 many apps in one process.
+
+With several workers (`serve --workers N`) each worker writes its values to files in
+prometheus-client's multiprocess directory (`PROMETHEUS_MULTIPROC_DIR`, set up and cleaned by
+`serve`), and `/metrics` sums all workers' files: one scrape reports the whole server, histograms
+included (their buckets, sums and counts add up).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..call import Call
@@ -129,6 +135,18 @@ class Metrics:
         self.usage_flush_failures = Counter(
             "qcp_usage_flush_failures", "Failed writes of the persistent usage record.", registry=r
         )
+        self.usage_record_up = Gauge(
+            "qcp_usage_record_up",
+            "1 while the usage record is written, 0 while counts wait in memory (the lowest over workers).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.usage_record_up.set(1)
+        self.usage_folded = Counter(
+            "qcp_usage_folded",
+            "Requests counted as caller/client \"other\" because too many distinct keys waited in memory.",
+            registry=r,
+        )
         # Children cached per label tuple: labels() takes a lock and builds a key every call.
         self._req: dict[tuple[str, str, int, str], Any] = {}
         self._dur: dict[tuple[str, str], Any] = {}
@@ -154,5 +172,20 @@ class Metrics:
     def upstream_error(self, route: str, kind: str) -> None:
         self.upstream_errors.labels(route, kind).inc()
 
+    def usage_state(self, up: bool) -> None:
+        self.usage_record_up.set(1 if up else 0)
+
     def render(self) -> tuple[bytes, str]:
+        """This app's registry; in multiprocess mode, the sum over every worker's files."""
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory, if this process runs as one of several workers."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
