@@ -20,6 +20,8 @@ from proxy.emulator import DEMO_API_KEY, DEMO_CRN, Emulator, EmulatorConfig, cre
 from proxy.logs import JsonFormatter
 from proxy.serving import BackgroundServer
 
+from .pgserver import pg_url, postgres  # noqa: F401  (fixtures: a real PostgreSQL server)
+
 
 @dataclass
 class Running:
