@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from typing import Any
 
 from .demo import cmd_demo
@@ -15,6 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ..app import create_app
     from ..logs import configure
+    from ..phaseout.metrics import prepare_multiprocess_dir
 
     settings = load(args)
     settings.require_serving()
@@ -36,7 +38,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for key, value in overrides(args).items():
             if value is not None:
                 os.environ[f"QCP_{key.upper()}"] = str(value)
-        uvicorn.run("proxy.app:app_factory", factory=True, workers=settings.workers, **common)
+        # One /metrics for the whole server: workers write to a shared directory (before they import
+        # prometheus_client), emptied now so a previous run's counts do not come back.
+        mp_dir, temporary = prepare_multiprocess_dir(settings.metrics_dir) if settings.metrics else ("", False)
+        if mp_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
+        try:
+            uvicorn.run("proxy.app:app_factory", factory=True, workers=settings.workers, **common)
+        finally:
+            if temporary:
+                shutil.rmtree(mp_dir, ignore_errors=True)
     else:
         uvicorn.run(create_app(settings), **common)
     return 0

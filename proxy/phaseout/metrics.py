@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -189,3 +191,15 @@ class Metrics:
 def multiprocess_dir() -> str | None:
     """The multiprocess directory, if this process runs as one of several workers."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+
+
+def prepare_multiprocess_dir(path: str = "") -> tuple[str, bool]:
+    """The directory for `--workers N` (created, emptied of old files); (path, whether a temp dir)."""
+    chosen = path or multiprocess_dir()
+    if not chosen:
+        return tempfile.mkdtemp(prefix="qcp-metrics-"), True
+    d = Path(chosen)
+    d.mkdir(parents=True, exist_ok=True)
+    for old in d.glob("*.db"):
+        old.unlink()
+    return str(d), False
