@@ -66,6 +66,8 @@ class Pipeline:
         self.phaseout = phaseout
         # Shared state (instance memory, logouts) lives in the usage database when it is PostgreSQL.
         self.store = PostgresStore(settings.usage_db) if is_postgres(settings.usage_db) else None
+        if self.store is not None and phaseout.metrics is not None:
+            self.store.on_state = phaseout.metrics.shared_state
         self.access_tokens = AccessTokens(settings, self.store)
         self.auth = LegacyAuth(settings, self.access_tokens)
         self.identity = Identity(settings, self.access_tokens)

@@ -27,7 +27,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -212,8 +212,11 @@ class PostgresStore:
     processes within that interval; instance lookups read the database directly (on a miss only).
     """
 
-    def __init__(self, url: str, *, sync_interval: float = 1.0) -> None:
+    def __init__(
+        self, url: str, *, sync_interval: float = 1.0, on_state: Callable[[bool], None] | None = None
+    ) -> None:
         self.url = url
+        self.on_state = on_state  # told each change of reachability (a metric)
         self.sync_interval = sync_interval
         self._conn: psycopg.AsyncConnection | None = None
         self._lock = asyncio.Lock()  # one statement at a time on the connection
@@ -387,6 +390,8 @@ class PostgresStore:
             asyncio.get_running_loop().create_task(_close_quietly(conn))
         if self._up:
             self._up = False
+            if self.on_state is not None:
+                self.on_state(False)
             log.warning(
                 "shared state: database %s unreachable (%s); falling back to this process's memory",
                 redact(self.url), _reason(exc),
@@ -396,6 +401,8 @@ class PostgresStore:
         self._down_until = 0.0
         if not self._up:
             self._up = True
+            if self.on_state is not None:
+                self.on_state(True)
             log.warning("shared state: database %s reachable again", redact(self.url))
 
 

@@ -144,6 +144,14 @@ class Metrics:
             multiprocess_mode="livemin",
         )
         self.usage_record_up.set(1)
+        self.shared_state_up = Gauge(
+            "qcp_shared_state_up",
+            "1 while the shared database (instance memory, logouts) answers, 0 while each process "
+            "falls back to its own memory (the lowest over workers; 1 without a shared database).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.shared_state_up.set(1)
         self.usage_folded = Counter(
             "qcp_usage_folded",
             "Requests counted as caller/client \"other\" because too many distinct keys waited in memory.",
@@ -176,6 +184,9 @@ class Metrics:
 
     def usage_state(self, up: bool) -> None:
         self.usage_record_up.set(1 if up else 0)
+
+    def shared_state(self, up: bool) -> None:
+        self.shared_state_up.set(1 if up else 0)
 
     def render(self) -> tuple[bytes, str]:
         """This app's registry; in multiprocess mode, the sum over every worker's files."""
