@@ -85,6 +85,10 @@ INSTANCE_TTL = 7 * 24 * 3600
 MAX_QUEUED = 50_000
 #: Seconds a request-path lookup may wait for the database; then "unknown" (probing) instead.
 LOOKUP_TIMEOUT = 0.5
+#: Seconds an answer may wait for a shared write (a job's instance, a logout); then it is queued.
+WRITE_TIMEOUT = 1.0
+#: Revocation ids re-read each round: ids are taken at insert, so a slow commit may land below the last seen.
+REREAD_IDS = 1000
 #: After a failure, lookups skip the database this long (no request waits on a dead server).
 RETRY_AFTER = 2.0
 
@@ -124,7 +128,7 @@ def _driver() -> Any:
     return psycopg
 
 
-def connect(url: str, *, timeout: float = 5.0) -> psycopg.Connection:
+def connect(url: str, *, timeout: float = 3.0) -> psycopg.Connection:
     """A blocking connection (the usage record's thread, migrations, the report command)."""
     psycopg = _driver()
     try:
@@ -265,7 +269,10 @@ class PostgresStore:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.sync_interval)
-            await self._sync()
+            try:
+                await asyncio.wait_for(self._sync(), 10 * WRITE_TIMEOUT)
+            except asyncio.TimeoutError as exc:
+                self._failed(exc)
 
     # -- the Store interface -----------------------------------------------------------------
     async def instance_of(self, ref: str) -> str | None:
@@ -289,14 +296,21 @@ class PostgresStore:
                 self._queued_instances[ref] = name
                 self._queued_instances.move_to_end(ref)
         self._bound()
-        if time.monotonic() >= self._down_until:
-            await self._flush_queued()
+        await self._write_now()
 
     async def revoke(self, digest: str, expires: float) -> None:
         self._revoked[digest] = expires
         self._queued_revocations[digest] = expires
-        if time.monotonic() >= self._down_until:
-            await self._flush_queued()
+        await self._write_now()
+
+    async def _write_now(self) -> None:
+        """On the request path: write the queue unless the database is known down; bounded wait."""
+        if time.monotonic() < self._down_until:
+            return
+        try:
+            await asyncio.wait_for(self._flush_queued(), WRITE_TIMEOUT)
+        except asyncio.TimeoutError as exc:
+            self._failed(exc)  # still queued: the sync round replays it
 
     def revoked(self, digest: str) -> bool:
         return digest in self._revoked
@@ -360,7 +374,7 @@ class PostgresStore:
                 conn = await self._connection()
                 cur = await conn.execute(
                     "SELECT id, token_hash, expires FROM qcp_revocations WHERE id > %s ORDER BY id",
-                    (self._last_revocation,),
+                    (max(0, self._last_revocation - REREAD_IDS),),
                 )
                 for rid, digest, expires in await cur.fetchall():
                     self._last_revocation = max(self._last_revocation, int(rid))
