@@ -1,8 +1,8 @@
 # ruff: noqa: E501  (a report generator: long template lines read better unbroken)
 """The request-path cost of the usage record: off vs SQLite vs PostgreSQL, in the same run.
 
-    .venv/bin/python bench/usage_backends.py                # ~1 min; writes its section of BENCHMARKS.md
-    .venv/bin/python bench/usage_backends.py --duration 3 --rounds 1
+    .venv/bin/python bench/usage_backends.py                # ~2.5 min; writes its section of BENCHMARKS.md
+    .venv/bin/python bench/usage_backends.py --duration 2 --rounds 2
 
 Uses bench/run.py's upstream nginx, proxy launcher and load driver (wrk, else bench/loadgen.py),
 and starts its own PostgreSQL (Debian's `postgresql` package: initdb + pg_ctl in a temp dir, as
@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -84,10 +85,22 @@ class Postgres:
 
 
 def answered(url: str) -> int:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("qcp_requests_total{")))
+    """The proxy's own request count, once it stopped moving: wrk exits with requests still in flight."""
+
+    def read() -> int:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("qcp_requests_total{")))
+
+    last = read()
+    for _ in range(50):
+        time.sleep(0.3)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def render(rows: list[tuple[int, str, Load, str]], pg_version: str, args: argparse.Namespace, cmd: str) -> str:
@@ -104,6 +117,26 @@ def render(rows: list[tuple[int, str, Load, str]], pg_version: str, args: argpar
         "that thread's CPU and, on PostgreSQL, the shared-state sync task. `recorded / answered` is the record's "
         "total after SIGTERM against the proxy's own `qcp_requests_total` (warm-up included): nothing lost, "
         "nothing doubled.",
+        "",
+        "Median over the rounds (each backend once per round, alternating order):",
+        "",
+        "| Usage record | conns | req/s | p50 ms | p99 ms | server CPU | CPU µs / request |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for backend in ("off", "SQLite", "PostgreSQL"):
+        for c in (1, 32):
+            loads = [ld for _, name, ld, _ in rows if name == backend and ld.connections == c]
+            if not loads:
+                continue
+            cpu = [ld.cpu_pct or 0.0 for ld in loads]
+            per_req = [10_000 * (ld.cpu_pct or 0.0) / ld.rps for ld in loads if ld.rps]
+            out.append(
+                f"| {backend} | {c} | {median([ld.rps for ld in loads]):.0f} | {median([ld.p50_ms for ld in loads]):.3f} | "
+                f"{median([ld.p99_ms for ld in loads]):.2f} | {median(cpu):.0f} % | {median(per_req):.0f} |"
+            )
+    out += [
+        "",
+        "Every round:",
         "",
         "| Round | Usage record | conns | req/s | p50 ms | p99 ms | server CPU | recorded / answered |",
         "|---|---|---|---|---|---|---|---|",
@@ -127,8 +160,8 @@ def write_section(path: Path, section: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (default 5)")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds, each backend once per round (default 2)")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per measured run (default 3)")
+    ap.add_argument("--rounds", type=int, default=4, help="rounds, each backend once per round (default 4)")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--python-load", action="store_true", help="use bench/loadgen.py even if wrk is installed")
     args = ap.parse_args()

@@ -47,8 +47,8 @@ def test_a_logout_on_one_replica_is_refused_by_the_other(make_proxy: Callable[..
 
 
 def test_a_logout_of_a_foreign_token_writes_nothing(make_proxy: Callable[..., Running], pg_url: str) -> None:
-    a = make_proxy(usage_db=pg_url, client_tokens=TOKENS)
+    a = make_proxy(usage_db=pg_url)  # no client tokens: the logout handler sees any header
     r = httpx.post(a.url + "/api/logout", headers={"X-Access-Token": "qcp1.forged.token"}, timeout=20)
-    assert r.status_code == 401 or r.status_code == 204
+    assert r.status_code == 204
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT count(*) FROM qcp_revocations").fetchone()[0] == 0
