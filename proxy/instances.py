@@ -55,8 +55,12 @@ class InstanceMemory:
                 self._of[ref] = name
 
     async def share(self) -> None:
-        """Write what `put` learnt before the answer goes out, so the next call may hit any replica."""
-        if self._unshared and self.store is not None:
+        """Write what `put` learnt before the answer goes out, so the next call may hit any replica.
+
+        Called even when this call's pairs were taken by a concurrent `share`: the store then
+        returns only once that write is done (or queued, when the database is away).
+        """
+        if self.store is not None:
             pairs, self._unshared = self._unshared, []
             await self.store.remember(pairs)
 
