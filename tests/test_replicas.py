@@ -191,6 +191,19 @@ def test_two_replicas_on_one_database_lose_nothing_and_count_nothing_twice(
     a_down = threading.Event()
     gen_lock = threading.Lock()
 
+    def deliver(target: Proxy, who: str, method: str, path: str, endpoint: str, expect: int) -> None:
+        """As a load balancer would: a request that never reached a proxy goes to the other one."""
+        try:
+            send(ledger, target, who, method, path, endpoint, expect=expect)
+        except httpx.ConnectError:  # refused: nobody listening right now
+            send(ledger, b if target is a else a, who, method, path, endpoint, expect=expect)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            if not (target is a and a_down.is_set()):
+                raise
+            # Accepted by the kernel but closed unread by the stopping server (uvicorn finishes
+            # every request it has read): not received, so it goes elsewhere.
+            send(ledger, b, who, method, path, endpoint, expect=expect)
+
     def worker(k: int) -> None:
         i = k
         while not stop.is_set() and i < 4000 * 4:  # bounded even if the chaos stalls
@@ -198,15 +211,7 @@ def test_two_replicas_on_one_database_lose_nothing_and_count_nothing_twice(
             with gen_lock:
                 target = b if (a_down.is_set() or (i // 4) % 2) else a
             try:
-                send(ledger, target, who, method, path, endpoint, expect=expect)
-            except httpx.ConnectError:  # refused before reaching a proxy: the balancer's other choice
-                send(ledger, b if target is a else a, who, method, path, endpoint, expect=expect)
-            except (httpx.RemoteProtocolError, httpx.ReadError):
-                if not (target is a and a_down.is_set()):
-                    raise
-                # Accepted by the kernel but closed unread by the stopping server (uvicorn finishes
-                # every request it has read): not received, so the balancer sends it elsewhere.
-                send(ledger, b, who, method, path, endpoint, expect=expect)
+                deliver(target, who, method, path, endpoint, expect)
             except Exception as exc:  # reported below, with what it was
                 ledger.errors.append(f"{target.name} {path}: {type(exc).__name__}: {exc}")
                 stop.set()
