@@ -189,6 +189,19 @@ def open_migrated(url: str) -> psycopg.Connection:
     return conn
 
 
+def schema_version(url: str) -> int:
+    """The database's schema version, read only (0: not created yet); StoreError if unreachable."""
+    psycopg = _driver()
+    with connect(url) as conn:
+        try:
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM qcp_schema_version").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+        except psycopg.Error as exc:
+            raise StoreError(f"database {redact(url)}: {_reason(exc)}") from None
+    return int(row[0]) if row else 0
+
+
 # ============================================================================ the interface
 
 
