@@ -89,6 +89,8 @@ LOOKUP_TIMEOUT = 0.5
 WRITE_TIMEOUT = 1.0
 #: Revocation ids re-read each round: ids are taken at insert, so a slow commit may land below the last seen.
 REREAD_IDS = 1000
+#: Seconds between deletions of expired rows (revocations, instance pairs, batch ids).
+PRUNE_EVERY = 600.0
 #: After a failure, lookups skip the database this long (no request waits on a dead server).
 RETRY_AFTER = 2.0
 
@@ -244,6 +246,7 @@ class PostgresStore:
         self._down_until = 0.0
         self._up = True
         self._task: asyncio.Task[None] | None = None
+        self._next_prune = time.monotonic() + PRUNE_EVERY
         self.dropped = 0
 
     @property
@@ -393,7 +396,8 @@ class PostgresStore:
                     self._last_revocation = max(self._last_revocation, int(rid))
                     if expires > now:
                         self._revoked[digest] = float(expires)
-                if int(now) % 600 < self.sync_interval:  # now and then: drop what expired
+                if time.monotonic() >= self._next_prune:  # every PRUNE_EVERY: drop what expired
+                    self._next_prune = time.monotonic() + PRUNE_EVERY
                     await conn.execute("DELETE FROM qcp_revocations WHERE expires < %s", (now,))
                     await conn.execute("DELETE FROM qcp_instances WHERE seen_at < %s", (now - INSTANCE_TTL,))
                     await conn.execute("DELETE FROM qcp_usage_batches WHERE applied_at < %s", (now - 86400,))

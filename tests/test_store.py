@@ -113,3 +113,23 @@ async def test_a_store_whose_database_is_down_queues_and_replays(postgres: Postg
             )
     finally:
         await store.close()
+
+
+async def test_expired_rows_are_pruned_now_and_then(pg_url: str) -> None:
+    store = PostgresStore(pg_url, sync_interval=3600)
+    await store.start()
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO qcp_revocations (token_hash, expires) VALUES ('old', 1), ('new', 4e9)")
+            conn.execute("INSERT INTO qcp_instances VALUES ('job-old', 'a/b/c', 1), ('job-new', 'a/b/c', 4e9)")
+        await store._sync()  # not yet time to prune
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT count(*) FROM qcp_revocations").fetchone()[0] == 2
+        assert store.revoked("new") and not store.revoked("old")  # expired ones are not mirrored
+        store._next_prune = 0.0
+        await store._sync()
+        with psycopg.connect(pg_url) as conn:
+            assert [r[0] for r in conn.execute("SELECT token_hash FROM qcp_revocations")] == ["new"]
+            assert [r[0] for r in conn.execute("SELECT ref FROM qcp_instances")] == ["job-new"]
+    finally:
+        await store.close()
