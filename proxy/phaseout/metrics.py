@@ -188,6 +188,13 @@ class Metrics:
     def shared_state(self, up: bool) -> None:
         self.shared_state_up.set(1 if up else 0)
 
+    def close(self) -> None:
+        """A worker leaving: its live gauges stop counting in the other workers' scrapes."""
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
+
     def render(self) -> tuple[bytes, str]:
         """This app's registry; in multiprocess mode, the sum over every worker's files."""
         if multiprocess_dir():

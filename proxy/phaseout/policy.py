@@ -325,3 +325,5 @@ class PhaseOut:
     async def shutdown(self) -> None:
         if self.usage is not None:
             await asyncio.to_thread(self.usage.close)
+        if self.metrics is not None:
+            self.metrics.close()
