@@ -300,7 +300,9 @@ http {{
         )
         return p
 
-    def start_proxy(self, upstream: str, *, transport: str = "native", workers: int = 1) -> Proc:
+    def start_proxy(
+        self, upstream: str, *, transport: str = "native", workers: int = 1, usage_db: str | None = None
+    ) -> Proc:
         port = free_port()
         env = {
             "QCP_API_KEY": "bench-api-key",
@@ -310,7 +312,7 @@ http {{
             "QCP_PORT": str(port),
             "QCP_LOG_LEVEL": "info",  # access log on: one line per request on stderr
             "QCP_TRANSPORT": transport,  # the default is native; set here so the report says so
-            "QCP_USAGE_DB": str(self.work / "usage.sqlite3"),
+            "QCP_USAGE_DB": str(self.work / "usage.sqlite3") if usage_db is None else usage_db,
         }
         cmd = [*proxy_command(), "serve"] + (["--workers", str(workers)] if workers > 1 else [])
         p = self.spawn(f"proxy-{transport}-w{workers}", cmd, f"http://127.0.0.1:{port}", env=env)
@@ -918,6 +920,19 @@ def summarize_profile(raw: str) -> str | None:
     return "\n".join(lines)
 
 
+#: Sections other bench scripts write into the report (bench/usage_backends.py); a full run keeps them.
+KEPT_SECTIONS = ("usage-backends",)
+
+
+def keep_sections(report: str, old_path: Path) -> str:
+    old = old_path.read_text() if old_path.exists() else ""
+    for name in KEPT_SECTIONS:
+        m = re.search(rf"<!-- {name}:start -->.*?<!-- {name}:end -->\n", old, re.S)
+        if m and f"<!-- {name}:start -->" not in report:
+            report = report.rstrip("\n") + "\n\n" + m.group(0)
+    return report
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Benchmark the proxy against nginx and a naive forwarder.")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
@@ -1017,13 +1032,12 @@ def main() -> int:
             b.load("proxy, 2 workers", pw.url + ROUTE, 32, pw)
             b.stop(pw)
 
-        report = render(b, info)
-        out = Path(args.out)
-        old = out.read_text() if out.exists() else ""
-        if "<!-- soak:start -->" in old:  # bench/soak.py's section survives a re-run
+        report = keep_sections(render(b, info), Path(args.out))
+        old = Path(args.out).read_text() if Path(args.out).exists() else ""
+        if "<!-- soak:start -->" in old and "<!-- soak:start -->" not in report:  # bench/soak.py's section survives
             report = report.rstrip("\n") + "\n\n" + old[old.index("<!-- soak:start -->") :].split("<!-- soak:end -->")[0]
             report += "<!-- soak:end -->\n"
-        out.write_text(report)
+        Path(args.out).write_text(report)
         print()
         print(report.split("## Throughput and latency")[0])
         print(f"written to {args.out}")

@@ -182,11 +182,14 @@ class Settings(BaseSettings):
     migration_guide_url: str = MIGRATION_GUIDE_URL
     #: {"GET /usage": {"policy": "gone"}, ...} keyed by "METHOD /legacy/template".
     routes: dict[str, RoutePolicy] = Field(default_factory=dict)
-    #: SQLite file for the persistent usage record; "" disables it.
+    #: The persistent usage record: an SQLite file, or a postgresql:// URL (shared by replicas,
+    #: which then also share the job/session instance memory and logouts); "" disables it.
     usage_db: str = "qcp-usage.sqlite3"
     #: Token for the admin endpoints (/admin/...); unset = only loopback callers without a client token.
     admin_token: SecretStr | None = None
     metrics: bool = True
+    #: prometheus-client multiprocess directory for `--workers N` (emptied at start); "" = a temp dir.
+    metrics_dir: str = ""
 
     # --- corporate networks, secrets, TLS (README "Corporate networks and secrets") ----------
     #: Proxy for the IAM and new-API connections, http://[user:password@]host:port (beats HTTPS_PROXY).

@@ -2,7 +2,8 @@
 
 Classic named an instance as hub/group/project (`?provider=h/g/p`, or in the body); the new API
 wants a CRN. Follow-up calls (a job's results, a session's close) name no instance: the memory
-of which instance a job or session lives in sends them to the right one.
+of which instance a job or session lives in sends them to the right one. With a shared database
+(`store.py`) that memory is shared by every process: what one replica learnt, the others recall.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from .call import Call
 from .classic.rewrite import query_values
 from .config import Settings
 from .errors import NotFound
+from .store import Store
 
 
 class InstanceMemory:
     """The configured instances and the job/session id -> instance name memory (a week, 200k ids)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.default = settings.default_instance
+        self.store = store
+        self._unshared: list[tuple[str, str]] = []
         self.crns: dict[str, str] = settings.instance_crns  # legacy name -> CRN
         self.by_crn = {crn: name for name, crn in reversed(self.crns.items())}
         self._of: TTLCache[str, str] = TTLCache(maxsize=200_000, ttl=7 * 24 * 3600)
@@ -35,7 +39,30 @@ class InstanceMemory:
         return self._of.get(ref)
 
     def put(self, ref: str, name: str) -> None:
-        self._of[ref] = name
+        if self._of.get(ref) != name:
+            self._of[ref] = name
+            if self.store is not None and ref:
+                self._unshared.append((ref, name))
+
+    async def recall(self, call: Call) -> None:
+        """Before `select`: a job/session id this process has not seen may be known to another."""
+        if self.store is None or len(self.crns) < 2:
+            return
+        ref = call.params.get("job_id") or call.params.get("session_id")
+        if ref and ref not in self._of:
+            name = await self.store.instance_of(ref)
+            if name in self.crns:
+                self._of[ref] = name
+
+    async def share(self) -> None:
+        """Write what `put` learnt before the answer goes out, so the next call may hit any replica.
+
+        Called even when this call's pairs were taken by a concurrent `share`: the store then
+        returns only once that write is done (or queued, when the database is away).
+        """
+        if self.store is not None:
+            pairs, self._unshared = self._unshared, []
+            await self.store.remember(pairs)
 
     def __len__(self) -> int:
         return len(self.crns)

@@ -45,6 +45,7 @@ from .instances import InstanceMemory
 from .logs import log_access
 from .phaseout.policy import PhaseOut
 from .programs import RUNNERS, V1_PRIMITIVES, Programs, may_be_v1, restore_job
+from .store import PostgresStore, is_postgres
 from .submissions import Submissions, created_answer, mark, mark_spooled, not_found
 from .upstream.client import Upstream, response_headers
 from .upstream.iam import TokenProvider
@@ -67,11 +68,15 @@ class Pipeline:
         self.settings = settings
         self.table = table
         self.phaseout = phaseout
-        self.access_tokens = AccessTokens(settings)
+        # Shared state (instance memory, logouts) lives in the usage database when it is PostgreSQL.
+        self.store = PostgresStore(settings.usage_db) if is_postgres(settings.usage_db) else None
+        if self.store is not None and phaseout.metrics is not None:
+            self.store.on_state = phaseout.metrics.shared_state
+        self.access_tokens = AccessTokens(settings, self.store)
         self.throttle = FailureThrottle(settings)  # wrong client tokens, shared by login and identify
         self.auth = LegacyAuth(settings, self.access_tokens, self.throttle)
         self.identity = Identity(settings, self.access_tokens, self.throttle)
-        self.instances = InstanceMemory(settings)
+        self.instances = InstanceMemory(settings, self.store)
         self.programs = Programs()
         self.submissions = Submissions(settings)
         self.upstream: Upstream | None = None
@@ -163,6 +168,7 @@ class Pipeline:
         """6..8: read and translate, send, relay the answer."""
         assert self.upstream is not None and self.tokens is not None
         doc, spooled = await self._read_json(call, action, receive)
+        await self.instances.recall(call)
         self.instances.select(call, doc)  # 6. translate
         if call.program is not None and doc is not None:  # a V1 job: ISA transpile with the extra
             doc = await self.programs.transpile(call, doc, self._fetch_configuration)
@@ -347,6 +353,7 @@ class Pipeline:
             call.crn, call.instance = crn, mem.by_crn[crn]
             if "job_id" in call.params or "session_id" in call.params:
                 mem.put(call.params.get("job_id") or call.params["session_id"], call.instance)
+                await mem.share()
         return resp
 
     async def _open_once(
@@ -403,6 +410,7 @@ class Pipeline:
                 return  # an error answer was sent
             merged += got[0]
             count += got[1]
+        await self.instances.share()
         merged.sort(key=lambda j: str(j.get("created", "")), reverse=not ascending)
         call.instance, call.crn = self.settings.default_instance, self.instances.crns[self.settings.default_instance]
         body = {"jobs": merged[offset : offset + limit], "count": count, "offset": offset, "limit": limit}
@@ -484,6 +492,7 @@ class Pipeline:
             if call.seen_ids and self.instances.several:
                 for seen in call.seen_ids:
                     self.instances.put(seen, call.instance)
+                await self.instances.share()
         if status >= 400:
             data = answers.classic_error(call, status, data)
         hdrs = response_headers(resp.headers, drop_length=True)

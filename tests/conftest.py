@@ -21,6 +21,8 @@ from proxy.logs import JsonFormatter
 from proxy.serving import BackgroundServer
 from proxy.wire import server_options
 
+from .pgserver import pg_url, postgres  # noqa: F401  (fixtures: a real PostgreSQL server)
+
 
 @dataclass
 class Running:

@@ -18,6 +18,7 @@ from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 from proxy.serving import free_port
 
 from .conftest import EmulatorHandle, wait_until_ok
+from .pgserver import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,6 +116,23 @@ def test_check_reports_ok_against_a_good_configuration(emulator: EmulatorHandle)
     assert re.search(r"^versions\s+ok", r.stdout, re.M)
     assert re.search(r"^usage\s+ok", r.stdout, re.M)
     assert DEMO_API_KEY not in r.stdout + r.stderr
+
+
+def test_check_reports_the_shared_database(emulator: EmulatorHandle, pg_url: str, postgres: PostgresServer) -> None:
+    env = clean_env(
+        QCP_API_KEY=DEMO_API_KEY,
+        QCP_SERVICE_CRN=DEMO_CRN,
+        QCP_UPSTREAM_URL=emulator.url + "/api",
+        QCP_IAM_URL=emulator.url + "/identity/token",
+        QCP_USAGE_DB=pg_url,
+    )
+    r = subprocess.run([sys.executable, "-m", "proxy", "check"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^database\s+ok\s+postgresql://qcp:\*\*\*@.*empty", r.stdout, re.M), r.stdout
+    env["QCP_USAGE_DB"] = pg_url.rsplit(":", 1)[0] + ":1/nowhere"  # nothing listens on port 1
+    r = subprocess.run([sys.executable, "-m", "proxy", "check"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1 and re.search(r"^database\s+FAIL", r.stdout, re.M), r.stdout
+    assert postgres.password not in r.stdout + r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -356,7 +356,18 @@ def test_pod_is_hardened_and_wired(recipe: str):
     assert not {n for n in config_map["data"] if re.search("KEY|TOKEN", n)}, "secrets belong in the Secret"
     state = volumes[mounts["/var/lib/qiskit-classic-proxy"]["name"]]
     assert "emptyDir" in state
-    assert config_map["data"]["QCP_USAGE_DB"].startswith("/var/lib/qiskit-classic-proxy/")
+    if recipe == "sidecar":  # one pod: SQLite on its volume
+        assert config_map["data"]["QCP_USAGE_DB"].startswith("/var/lib/qiskit-classic-proxy/")
+    else:  # many replicas: one shared PostgreSQL, its password from the Secret
+        assert config_map["data"]["QCP_USAGE_DB"].startswith("postgresql://")
+        assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "qiskit-classic-proxy"
+        db = k8s(recipe, "StatefulSet")
+        db_env = {e["name"]: e for e in db["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "PGPASSWORD"
+        host = config_map["data"]["QCP_USAGE_DB"].split("@")[1].split(":")[0]
+        services = {d["metadata"]["name"] for p in (K8S / recipe).glob("*.yaml") for d in yaml_docs(p)
+                    if d.get("kind") == "Service"}
+        assert host == db["spec"]["serviceName"] and host in services
     # Probes and Prometheus go to the admin port, bound beyond loopback so the kubelet reaches it.
     ports = {p["name"]: p["containerPort"] for p in proxy["ports"]}
     assert env["QCP_ADMIN_HOST"]["value"] == "0.0.0.0"
@@ -412,6 +423,15 @@ def test_compose_file_parses_and_sets_only_known_settings():
     assert proxy["networks"] == caller["networks"] and set(caller["networks"]) <= set(doc["networks"])
     assert all(p.startswith("127.0.0.1:") for p in proxy.get("ports", [])), "published on host loopback only"
     assert caller["depends_on"]["proxy"]["condition"] == "service_healthy"
+
+
+def test_compose_proxy_uses_the_compose_postgres():
+    doc = compose()
+    db, proxy = doc["services"]["postgres"], doc["services"]["proxy"]
+    url = interpolate(proxy["environment"]["QCP_USAGE_DB"], {"POSTGRES_PASSWORD": "pw"})
+    assert url == f"postgresql://{db['environment']['POSTGRES_USER']}:pw@postgres:5432/{db['environment']['POSTGRES_DB']}"
+    assert proxy["depends_on"]["postgres"]["condition"] == "service_healthy" and "healthcheck" in db
+    assert set(db["networks"]) == set(proxy["networks"])
 
 
 def test_compose_env_file_is_git_ignored():
@@ -478,7 +498,7 @@ def test_every_qcp_name_in_deploy_is_a_setting():
 
 def recipe_settings_env() -> dict[str, tuple[dict[str, str], str]]:
     """Each recipe's env for the proxy (placeholders as shipped) and the --host it runs with."""
-    variables = {"LEGACY_CLIENT_TOKEN": TEST_CLIENT_TOKEN}
+    variables = {"LEGACY_CLIENT_TOKEN": TEST_CLIENT_TOKEN, "POSTGRES_PASSWORD": "test-db-password"}
     compose_env = {
         **env_file(COMPOSE.parent / "proxy.env.example"),
         **{k: interpolate(str(v), variables) for k, v in compose()["services"]["proxy"]["environment"].items()},
@@ -718,7 +738,7 @@ def test_image_and_compose_caller_end_to_end(emulator: Any, tmp_path: Path):
         assert probe.returncode == 0, f"HEALTHCHECK fails on an HTTPS proxy: {probe.stderr}"
         caller = compose()["services"]["legacy-caller"]
         script = caller["command"]
-        variables = {"LEGACY_CLIENT_TOKEN": TEST_CLIENT_TOKEN}
+        variables = {"LEGACY_CLIENT_TOKEN": TEST_CLIENT_TOKEN, "POSTGRES_PASSWORD": "test-db-password"}
         env = {k: interpolate(str(v), variables) for k, v in caller["environment"].items()}
         env["QISKIT_IBM_URL"] = env["QISKIT_IBM_URL"].replace("https://proxy:8080", running.url)
         env["SSL_CERT_FILE"] = str(pki.ca_pem)  # the compose secret qcp_tls_ca

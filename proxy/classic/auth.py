@@ -3,7 +3,9 @@
 The new API has none of it. Legacy SDKs log in with a token, get an access token back, and take
 every other base URL from /users/me, so the proxy mints access tokens itself and points the SDK
 back at the proxy. Access tokens are HMAC-signed (stateless), so they work across workers and
-restarts; the signing key is derived from the API key and never leaves the process.
+restarts; the signing key is derived from the API key and never leaves the process. Logouts are
+remembered per process, and through the shared database (`store.Store`) by every process when one
+is configured: there only the token's sha256 is stored.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cachetools import TTLCache
 from ..call import Call, Reply
 from ..config import Settings
 from ..errors import BadRequest, Unauthorized
+from ..store import Store, token_digest
 from .rewrite import parse_json_object
 from .throttle import FailureThrottle
 
@@ -29,7 +32,8 @@ _PREFIX = "qcp1"
 
 
 class AccessTokens:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.store = store
         secret = settings.api_key.get_secret_value() if settings.api_key else secrets.token_hex(32)
         self._key = hashlib.sha256(b"qiskit-classic-proxy access token\0" + secret.encode()).digest()
         self._revoked: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=ACCESS_TOKEN_TTL)
@@ -44,7 +48,7 @@ class AccessTokens:
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != _PREFIX or not hmac.compare_digest(self._sign(parts[1]), parts[2]):
             return None
-        if token in self._revoked:
+        if token in self._revoked or (self.store is not None and self.store.revoked(token_digest(token))):
             return None
         try:
             payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
@@ -56,6 +60,17 @@ class AccessTokens:
 
     def revoke(self, token: str) -> None:
         self._revoked[token] = True
+
+    async def logout(self, token: str) -> None:
+        """Revoke here and, before the logout is answered, for every process sharing the store."""
+        self.revoke(token)
+        if self.store is not None and self.verify_signature(token):
+            await self.store.revoke(token_digest(token), time.time() + ACCESS_TOKEN_TTL)
+
+    def verify_signature(self, token: str) -> bool:
+        """Only tokens this proxy minted are worth sharing (no junk rows from random headers)."""
+        parts = token.split(".")
+        return len(parts) == 3 and parts[0] == _PREFIX and hmac.compare_digest(self._sign(parts[1]), parts[2])
 
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:24])
@@ -125,5 +140,5 @@ class LegacyAuth:
     async def logout(self, call: Call, body: bytes) -> Reply:
         token = call.headers.get("x-access-token")
         if token:
-            self.tokens.revoke(token)
+            await self.tokens.logout(token)
         return Reply(204, b"", content_type=None)

@@ -1,4 +1,4 @@
-"""`check`: IAM token, /v1/versions, /v1/instances/usage; the first thing to run after configuring."""
+"""`check`: IAM token, /v1/versions, /v1/instances/usage, the shared database; the first thing to run."""
 
 from __future__ import annotations
 
@@ -72,8 +72,29 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0 if ok else 1
 
     result = asyncio.run(run())
+    if result == 0 and not _check_database(settings.usage_db):
+        result = 1
     print("ready: point legacy callers at the proxy" if result == 0 else "not ready: fix the FAIL lines above")
     return result
+
+
+def _check_database(url: str) -> bool:
+    """The shared PostgreSQL, if configured: reachable, and a schema this release can use."""
+    from ..store import SCHEMA_VERSION, StoreError, is_postgres, redact, schema_version
+
+    if not is_postgres(url):
+        return True
+    try:
+        version = schema_version(url)
+    except StoreError as exc:
+        print(f"database   FAIL  {exc}")
+        return False
+    if version > SCHEMA_VERSION:
+        print(f"database   FAIL  {redact(url)}: schema {version} is from a newer qiskit-classic-proxy")
+        return False
+    state = f"schema {version}" if version else "empty (the proxy creates its tables at start)"
+    print(f"database   ok    {redact(url)}, {state}")
+    return True
 
 
 def _summary(name: str, r: Any) -> str:

@@ -12,6 +12,7 @@ from ..phaseout.report import build_report, format_report, parse_since
 from ..phaseout.usage import UsageError, read_usage
 from ..scan.analyzer import scan_paths
 from ..scan.traffic import format_join, join
+from ..store import redact
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"qiskit-classic-proxy report: {exc}", file=sys.stderr)
         return 1
-    report = build_report(rows, settings, since=since, source=path)
+    report = build_report(rows, settings, since=since, source=redact(path))
     if not args.with_scan:
         print(format_report(report, args.format))
         return 0
@@ -50,7 +51,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML settings file (env: QCP_CONFIG)")
-    p.add_argument("--db", metavar="PATH", help="usage record (default: usage_db setting, QCP_USAGE_DB)")
+    p.add_argument(
+        "--db", metavar="PATH",
+        help="usage record: SQLite path or postgresql:// URL (default: usage_db setting, QCP_USAGE_DB)",
+    )
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table", help="(default: table)")
     p.add_argument(
         "--since", metavar="DATE",

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 from typing import Any
 
 from ..config import ConfigError, Settings
@@ -27,6 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ..app import create_app
     from ..logs import configure
+    from ..phaseout.metrics import prepare_multiprocess_dir
     from ..upstream import egress
     from ..wire import server_options
 
@@ -66,8 +68,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for key, value in overrides(args).items():
             if value is not None:
                 os.environ[f"QCP_{key.upper()}"] = str(value)
+        # One /metrics for the whole server: workers write to a shared directory (before they import
+        # prometheus_client), emptied now so a previous run's counts do not come back.
+        mp_dir, temporary = prepare_multiprocess_dir(settings.metrics_dir) if settings.metrics else ("", False)
+        if mp_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
         log.info("%s", started)
-        uvicorn.run("proxy.app:app_factory", factory=True, workers=settings.workers, **common)
+        try:
+            uvicorn.run("proxy.app:app_factory", factory=True, workers=settings.workers, **common)
+        finally:
+            if temporary:
+                shutil.rmtree(mp_dir, ignore_errors=True)
         return 0
     app = create_app(settings)  # ConfigError here (bad route policies): one line, before anything is said
     log.info("%s", started)

@@ -20,6 +20,7 @@ from ..config import Settings, is_loopback
 from ..errors import Forbidden, ProxyError, Unauthorized
 from .policy import PhaseOut
 from .report import build_report, parse_since
+from .usage import UsageError
 
 #: Paths of the ops app that the admin rule protects.
 ADMIN_PREFIXES = ("/admin", "/metrics")
@@ -91,7 +92,7 @@ class AdminGuard:
 
 async def usage_report(po: PhaseOut, since: datetime | None) -> dict[str, Any]:
     rows = await asyncio.to_thread(po.usage.rows) if po.usage is not None else []
-    return build_report(rows, po.settings, po.table, since=since, source=po.settings.usage_db or "memory")
+    return build_report(rows, po.settings, po.table, since=since, source=po.usage.label if po.usage else "memory")
 
 
 def mount(ops: FastAPI, po: PhaseOut, access_tokens: AccessTokens) -> None:
@@ -118,7 +119,11 @@ def mount(ops: FastAPI, po: PhaseOut, access_tokens: AccessTokens) -> None:
         except ValueError as exc:
             err = ProxyError(str(exc), code="bad_since", status=400)
             return JSONResponse(err.body("-"), status_code=400)
-        return JSONResponse(await usage_report(po, cutoff))
+        try:
+            return JSONResponse(await usage_report(po, cutoff))
+        except UsageError as exc:  # the database is down: the counts wait in memory meanwhile
+            err = ProxyError(str(exc), code="usage_record_unavailable", status=503)
+            return JSONResponse(err.body("-"), status_code=503)
 
     async def admin_policies() -> list[dict[str, Any]]:
         """Each legacy route's effective phase-out policy and dates."""

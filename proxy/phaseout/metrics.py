@@ -7,18 +7,27 @@ the software: the SDK and its major.minor version, else a known HTTP tool name, 
 `status` is the HTTP status; `action` is what the proxy did (forward, local, gone, disabled,
 brownout, or "-" when it refused before dispatch). One registry per app: tests and `explain` build
 many apps in one process.
+
+With several workers (`serve --workers N`) each worker writes its values to files in
+prometheus-client's multiprocess directory (`PROMETHEUS_MULTIPROC_DIR`, set up and cleaned by
+`serve`), and `/metrics` sums all workers' files: one scrape reports the whole server, histograms
+included (their buckets, sums and counts add up).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import re
+import tempfile
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     Info,
@@ -169,6 +178,26 @@ class Metrics:
         self.usage_flush_failures = Counter(
             "qcp_usage_flush_failures", "Failed writes of the persistent usage record.", registry=r
         )
+        self.usage_record_up = Gauge(
+            "qcp_usage_record_up",
+            "1 while the usage record is written, 0 while counts wait in memory (the lowest over workers).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.usage_record_up.set(1)
+        self.shared_state_up = Gauge(
+            "qcp_shared_state_up",
+            "1 while the shared database (instance memory, logouts) answers, 0 while each process "
+            "falls back to its own memory (the lowest over workers; 1 without a shared database).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.shared_state_up.set(1)
+        self.usage_folded = Counter(
+            "qcp_usage_folded",
+            "Requests counted as caller/client \"other\" because too many distinct keys waited in memory.",
+            registry=r,
+        )
         # Children cached per label tuple: labels() takes a lock and builds a key every call.
         self._req: dict[tuple[str, str, str, int, str], Any] = {}
         self._dur: dict[tuple[str, str], Any] = {}
@@ -200,7 +229,27 @@ class Metrics:
     def refuse(self, reason: str) -> None:
         self.refused.labels(reason).inc()
 
+    def usage_state(self, up: bool) -> None:
+        self.usage_record_up.set(1 if up else 0)
+
+    def shared_state(self, up: bool) -> None:
+        self.shared_state_up.set(1 if up else 0)
+
+    def close(self) -> None:
+        """A worker leaving: its live gauges stop counting in the other workers' scrapes."""
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
+
     def render(self) -> tuple[bytes, str]:
+        """This app's registry; in multiprocess mode, the sum over every worker's files."""
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
@@ -209,3 +258,19 @@ def _version() -> str:
         return metadata.version("qiskit-classic-proxy")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory, if this process runs as one of several workers."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+
+
+def prepare_multiprocess_dir(path: str = "") -> tuple[str, bool]:
+    """The directory for `--workers N` (created, emptied of old files); (path, whether a temp dir)."""
+    chosen = path or multiprocess_dir()
+    if not chosen:
+        return tempfile.mkdtemp(prefix="qcp-metrics-"), True
+    d = Path(chosen)
+    d.mkdir(parents=True, exist_ok=True)
+    for old in d.glob("*.db"):
+        old.unlink()
+    return str(d), False

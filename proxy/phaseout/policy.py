@@ -233,9 +233,17 @@ class PhaseOut:
         self._headers: dict[int, list[tuple[bytes, bytes]]] = {i: p.headers for i, p in self._by_id.items()}
         self.labels: CallerLabels = CallerLabels()
         self.metrics: Metrics | None = Metrics() if s.metrics else None
-        on_error = self.metrics.usage_flush_failures.inc if self.metrics else None
+        m = self.metrics
         self.usage: UsageRecorder | None = (
-            UsageRecorder(s.usage_db or None, interval=usage_interval, on_flush_error=on_error) if record else None
+            UsageRecorder(
+                s.usage_db or None,
+                interval=usage_interval,
+                on_flush_error=m.usage_flush_failures.inc if m else None,
+                on_state=m.usage_state if m else None,
+                on_fold=m.usage_folded.inc if m else None,
+            )
+            if record
+            else None
         )
         self._record = record
         self._hook_failed = False
@@ -321,3 +329,5 @@ class PhaseOut:
     async def shutdown(self) -> None:
         if self.usage is not None:
             await asyncio.to_thread(self.usage.close)
+        if self.metrics is not None:
+            self.metrics.close()
