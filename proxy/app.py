@@ -16,6 +16,7 @@ import httpx
 from .classic.routes import RouteTable
 from .config import Settings
 from .errors import ProxyError
+from .intercept import InterceptServer, build_intercept
 from .ops import OPS_PREFIXES, build_ops_app
 from .phaseout.policy import PhaseOut
 from .pipeline import Pipeline
@@ -45,6 +46,8 @@ class ProxyApp:
         self._transport = transport
         self._iam_transport = iam_transport
         self.ops = build_ops_app(self)
+        #: The intercepting forward proxy (#18), started with the app when intercept_port is set.
+        self.intercept: InterceptServer | None = None
 
     @property
     def upstream(self) -> Upstream | None:
@@ -69,6 +72,9 @@ class ProxyApp:
         if key:
             asyncio.get_running_loop().create_task(self._prefetch())
         await self.phaseout.startup(tokens)
+        if s.intercept_port is not None and self.intercept is None:
+            self.intercept = build_intercept(s, self, self.pipeline.access_tokens)
+            await self.intercept.start()
         # Start-up objects (FastAPI, pydantic, the route table...) never become garbage: move
         # them out of the collector's sight, or each full collection walks them all (a ~40 ms
         # pause every few thousand requests: it was the p99 at 32 connections).
@@ -83,6 +89,8 @@ class ProxyApp:
             pass  # logged by the token provider; requests will answer 502/503 meanwhile
 
     async def shutdown(self) -> None:
+        if self.intercept is not None:
+            await self.intercept.stop()
         await self.phaseout.shutdown()
         if self.upstream is not None:
             await self.upstream.aclose()

@@ -144,12 +144,8 @@ def results(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
 
 
 def _old_runtime(call: Call, status: int) -> bool:
-    return (
-        200 <= status < 300
-        and call.sdk.startswith("qiskit_ibm_runtime")
-        and bool(call.sdk_version)
-        and call.sdk_version < COMPAT_RESULTS_BELOW
-    )
+    """Set by identity: a runtime client below COMPAT_RESULTS_BELOW, or one that sent no version."""
+    return 200 <= status < 300 and call.compat_results
 
 
 ANSWERS: dict[str, Answer] = {
