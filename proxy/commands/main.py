@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ..config import ConfigError
-from . import explain, report
+from . import ca, explain, report
 from .check import cmd_check
 from .demo import cmd_demo
 from .flags import settings_flags
@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_arguments(p)
     p.set_defaults(func=report.cmd_report)
+
+    p = sub.add_parser("ca", help="the local CA of intercepting mode: its path (REQUESTS_CA_BUNDLE) or fingerprint")
+    ca.add_arguments(p)
+    p.set_defaults(func=ca.cmd_ca)
     return parser
 
 
