@@ -39,7 +39,7 @@ class LocalCA:
     """Loads the CA from `directory`, creating it on first use; mints cached per-host TLS contexts."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        self.dir = Path(directory) if directory else default_ca_dir()
+        self.dir = Path(directory).expanduser() if directory else default_ca_dir()
         self._lock = threading.Lock()
         self._contexts: TTLCache[str, ssl.SSLContext] = TTLCache(maxsize=256, ttl=LEAF_CACHE_SECONDS)
         self.key, self.cert = self._load_or_create()
