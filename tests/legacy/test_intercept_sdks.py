@@ -127,3 +127,16 @@ def test_legacy_sdk_runs_the_whole_flow(setup: Setup, name: str, venv: str, args
     if how == "intercept":
         acct_step = next(st for st in doc["steps"] if st["step"] == "service_active_account")
         assert "url=https://" in acct_step["detail"] and "127.0.0.1" not in acct_step["detail"]
+
+
+def test_unknown_caller_crn_is_refused_not_sent_to_the_default(setup: Setup) -> None:
+    """0.40.1 turns the 403 into 'Invalid instance' and lists no backends: nothing reached the new API."""
+    setup.emulator.clear()
+    unknown = "crn:v1:bluemix:public:quantum-computing:us-east:a/1111:22222222-3333-4444-5555-666666666666::"
+    doc = drive(setup, "runtime-0.40.1", "r40-cloud-unknown-crn",
+                ["--url", setup.proxy.url, "--url-mode", "none", "--channel", "ibm_cloud", "--instance", unknown],
+                setup.intercept_env)
+    steps = {st["step"]: st for st in doc["steps"]}
+    assert steps["service_init"]["ok"]
+    assert not steps["service_backends"]["ok"] and "backends(): []" in steps["service_backends"]["error"]
+    assert setup.emulator.api_requests() == []
