@@ -21,6 +21,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
+
 CA_CERT = "qcp-ca.pem"
 CA_KEY = "qcp-ca.key"
 CA_YEARS = 10
@@ -59,13 +64,16 @@ class LocalCA:
 
     # -- the CA ---------------------------------------------------------------------------------
     def _load_or_create(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        with self._lock:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Several workers may start at once: a file lock makes exactly one of them create the CA.
+        with self._lock, open(self.dir / ".ca.lock", "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
             if self.cert_path.is_file() and self.key_path.is_file():
                 key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
                 if not isinstance(key, ec.EllipticCurvePrivateKey):
                     raise ValueError(f"{self.key_path}: not an EC private key")
                 return key, x509.load_pem_x509_certificate(self.cert_path.read_bytes())
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             key = ec.generate_private_key(ec.SECP256R1())
             cert = _ca_cert(key)
             _write_private(self.key_path, key.private_bytes(
