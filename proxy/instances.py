@@ -61,6 +61,8 @@ class InstanceMemory:
         if b"provider" in call.query:
             values = query_values(call.query, "provider")
             name = values[0] if values else None
+        if not name and all(k in call.params for k in ("hub", "group", "project")):  # ibmq-provider paths
+            name = "/".join(call.params[k] for k in ("hub", "group", "project"))
         if doc is not None:
             if all(isinstance(doc.get(k), str) for k in ("hub", "group", "project")):
                 name = f"{doc['hub']}/{doc['group']}/{doc['project']}"
