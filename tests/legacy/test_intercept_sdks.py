@@ -22,7 +22,7 @@ from proxy.emulator import DEMO_CRN, SECOND_CRN
 from ..conftest import EmulatorHandle, Running, proxy_settings, start_emulator, start_proxy
 
 HERE = Path(__file__).resolve().parent
-VENVS = "runtime-0.40.1 runtime-0.23.0 runtime-0.30.0"
+VENVS = "runtime-0.40.1 runtime-0.23.0 runtime-0.30.0 ibmq-provider-0.20.2"
 TOKEN = "legacy-driver-client-token"
 #: Variables of the caller's environment that would change where the SDK's requests go.
 SCRUB = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
@@ -69,12 +69,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         emulator.server.stop()
 
 
-def drive(s: Setup, venv: str, name: str, args: list[str], env: dict[str, str]) -> dict:
-    """Run drive_runtime.py in `venv`; its JSON result (fails with the driver's output otherwise)."""
+def drive(
+    s: Setup, venv: str, name: str, args: list[str], env: dict[str, str], script: str = "drive_runtime.py"
+) -> dict:
+    """Run a driver in `venv`; its JSON result (fails with the driver's output otherwise)."""
     result = s.out / f"{name}.json"
     base = {k: v for k, v in os.environ.items() if k.upper() not in SCRUB and not k.startswith("QCP_")}
     proc = subprocess.run(
-        [str(s.venvs / venv / "bin" / "python"), str(HERE / "drive_runtime.py"), "--token", TOKEN,
+        [str(s.venvs / venv / "bin" / "python"), str(HERE / script), "--token", TOKEN,
          "--out", str(result), *args],
         capture_output=True, text=True, timeout=900, env={**base, **env}, check=False,
     )
@@ -140,3 +142,20 @@ def test_unknown_caller_crn_is_refused_not_sent_to_the_default(setup: Setup) -> 
     assert steps["service_init"]["ok"]
     assert not steps["service_backends"]["ok"] and "backends(): []" in steps["service_backends"]["error"]
     assert setup.emulator.api_requests() == []
+
+
+@pytest.mark.parametrize("url_mode", ["given", "none"])
+def test_ibmq_provider_reads_backends_and_gets_a_clear_410_for_qobj(setup: Setup, url_mode: str) -> None:
+    """qiskit-ibmq-provider 0.20 once found no provider (devices/v/1 was a 404); now read-only use works."""
+    setup.emulator.clear()
+    env = setup.intercept_env if url_mode == "none" else {}
+    doc = drive(setup, "ibmq-provider-0.20.2", f"ibmq-{url_mode}", ["--url", setup.proxy.url + "/api",
+                "--url-mode", url_mode], env, script="drive_ibmq.py")
+    failed = [f"{st['step']}: {st.get('error')}" for st in doc["steps"] if not st["ok"] and not st["optional"]]
+    assert not failed, "\n".join(failed)
+    assert {st["step"] for st in doc["steps"] if st["ok"]} >= {
+        "enable_account", "provider_backends", "backend_properties", "backend_status", "backend_defaults",
+        "backend_jobs", "backend_run_gets_410"}
+    reqs = setup.emulator.api_requests()
+    assert reqs and all(r["path"].startswith("/api/v1/backends") for r in reqs)
+    assert not any(TOKEN in json.dumps(r) for r in reqs)
