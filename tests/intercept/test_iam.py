@@ -4,6 +4,7 @@ its key never reaches IAM or the new API, and the bearer is accepted like X-Acce
 from __future__ import annotations
 
 import base64
+import io
 import json
 import ssl
 from collections.abc import Callable
@@ -83,3 +84,14 @@ def test_regression_a_tampered_bearer_is_refused(cloud_client: httpx.Client) -> 
         forged_body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
         r = c.get(f"{CLOUD}/backends", headers={"authorization": f"Bearer {head}.{forged_body}.{sig}"})
     assert r.status_code == 401
+
+
+def test_client_token_and_bearer_never_reach_the_logs(cloud_client: httpx.Client, captured_logs: io.StringIO) -> None:
+    with cloud_client as c:
+        bearer = c.post(IAM, data={"grant_type": GRANT, "apikey": CLIENT}).json()["access_token"]
+        c.get(f"{CLOUD}/backends", headers={"authorization": f"Bearer {bearer}"})
+        c.post(IAM, data={"grant_type": GRANT, "apikey": "wrong-key-in-logs?"})
+    text = captured_logs.getvalue()
+    assert "GET" in text or "intercept" in text, "nothing was logged: the check would be empty"
+    for secret in (CLIENT, bearer, "wrong-key-in-logs?"):
+        assert secret not in text
