@@ -30,15 +30,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         host="127.0.0.1",
         port=args.port,
         usage_db="",
+        intercept_port=getattr(args, "intercept_port", None),
     )
     configure("info", "text")
     try:
-        proxy = BackgroundServer(create_app(settings), port=args.port, access_log=False, server_header=False).start()
+        app = create_app(settings)
+        proxy = BackgroundServer(app, port=args.port, access_log=False, server_header=False).start()
     except (RuntimeError, TimeoutError, OSError):
         emulator.stop()
         print(f"qiskit-classic-proxy: cannot listen on 127.0.0.1:{args.port} (in use?); try --port", file=sys.stderr)
         return 1
     base = proxy.url
+    intercept = app.intercept
+    zero = (
+        f"\nZero-change mode (no url= at all), in the shell that runs the legacy code:\n"
+        f"  export HTTPS_PROXY=http://127.0.0.1:{intercept.port} REQUESTS_CA_BUNDLE={intercept.ca.cert_path}\n"
+        if intercept is not None else ""
+    )
     print(f"""
 qiskit-classic-proxy demo
   proxy:    {base}   (Classic API: {base}/runtime/..., {base}/api/...)
@@ -55,7 +63,7 @@ Try it (another terminal):
   curl -s {emulator.url}/__emulator__/requests   # what reached the "new API"
 
 Legacy SDKs: QiskitRuntimeService(channel="ibm_quantum", url="{base}/api", token="anything")
-Ctrl-C to stop.""", flush=True)
+{zero}Ctrl-C to stop.""", flush=True)
     try:
         deadline = time.monotonic() + args.seconds if args.seconds else None
         while deadline is None or time.monotonic() < deadline:

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="proxy port (default 8080; 0 = any free port)")
     p.add_argument("--emulator-port", type=int, default=0, help="emulator port (default: any free port)")
     p.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--intercept-port", type=int, help="also the intercepting forward proxy (Zero-change mode); 0 = any")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check", help="check the configuration against IAM and the new API, then exit")
