@@ -96,6 +96,7 @@ def assert_flow_passed(doc: dict, name: str) -> None:
 CASES = [
     # (name, venv, driver args beyond --token/--out, what the caller's environment holds)
     ("r40-quantum-intercept", "runtime-0.40.1", ["--url-mode", "none"], "intercept"),
+    ("r23-quantum-intercept", "runtime-0.23.0", ["--url-mode", "none"], "intercept"),
     ("r40-cloud-intercept", "runtime-0.40.1", ["--url-mode", "none", "--channel", "ibm_cloud",
                                                "--instance", DEMO_CRN], "intercept"),
     ("r40-cloud-second-instance", "runtime-0.40.1", ["--url-mode", "none", "--channel", "ibm_cloud",
