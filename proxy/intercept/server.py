@@ -16,6 +16,7 @@ import fnmatch
 import json
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -34,6 +35,7 @@ HEAD_LIMIT = 16 * 1024
 HEAD_TIMEOUT = 30.0
 IDLE_TIMEOUT = 300.0
 CHUNK = 64 * 1024
+DRAIN_LIMIT = 1024 * 1024
 
 
 def _json(status: int, reason: str, code: str, message: str) -> bytes:
@@ -92,11 +94,13 @@ class InterceptServer:
         except Exception:
             log.exception("intercept connection failed")
         finally:
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            try:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), HEAD_TIMEOUT)
+            finally:
+                if task is not None:
+                    self._tasks.discard(task)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -123,7 +127,12 @@ class InterceptServer:
         if self.intercepts(host):
             writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             await writer.drain()
-            await writer.start_tls(self.ca.context_for(host), ssl_handshake_timeout=HEAD_TIMEOUT)
+            try:
+                await writer.start_tls(self.ca.context_for(host), ssl_handshake_timeout=HEAD_TIMEOUT)
+            except ssl.SSLError as exc:
+                log.warning("TLS handshake for %s failed (%s): does the caller trust the proxy's CA? "
+                            "REQUESTS_CA_BUNDLE=%s", host, exc.reason or type(exc).__name__, self.ca.cert_path)
+                return
             await self._serve_http(host, port, reader, writer)
         elif self.settings.intercept_other_hosts == "tunnel":
             await self._tunnel(host, port, reader, writer)
@@ -235,11 +244,17 @@ class InterceptServer:
             await send({"type": "http.response.body", "body": body})
         finally:
             finished.set()
-        # A request body nobody read (a GET, a refused POST) must be consumed before the next one.
+        # A request body nobody read (a GET's end, a refused POST) is consumed before the next
+        # request; a large one (a 413) is not worth reading: the connection closes instead.
+        unread = 0
         while conn.their_state is h11.SEND_BODY:
             ev = await _next_event(conn, reader)
             if isinstance(ev, h11.ConnectionClosed):
                 break
+            if isinstance(ev, h11.Data):
+                unread += len(ev.data)
+                if unread > DRAIN_LIMIT:
+                    raise ConnectionError("unread request body")
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:

@@ -3,9 +3,12 @@ tunnel as a trust boundary, refusal or byte-for-byte tunnelling of other hosts."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -173,3 +176,38 @@ def test_a_tunnel_to_a_closed_port_is_a_502(intercepting: Callable[..., tuple[Ru
     sock, head = _connect(port, f"127.0.0.1:{free_port()}")
     sock.close()
     assert head.startswith(b"HTTP/1.1 502") and b"tunnel_failed" in head
+
+
+def test_a_caller_that_does_not_trust_the_ca_fails_and_the_log_says_why(
+    intercepting: Callable[..., tuple[Running, int, Path]], captured_logs: io.StringIO
+) -> None:
+    _, port, ca = intercepting()
+    with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as c:  # system CAs only
+        with pytest.raises(httpx.ConnectError):
+            c.get(f"https://{HOST}/api/version")
+    for _ in range(50):  # the server logs after the client gave up: wait for it, boundedly
+        if "REQUESTS_CA_BUNDLE" in captured_logs.getvalue():
+            break
+        threading.Event().wait(0.05)
+    assert f"REQUESTS_CA_BUNDLE={ca}" in captured_logs.getvalue()
+
+
+def test_regression_an_oversized_body_gets_413_and_the_tunnel_closes(
+    intercepting: Callable[..., tuple[Running, int, Path]], emulator: EmulatorHandle
+) -> None:
+    """The unread rest of a refused body is not read through: the connection is closed instead."""
+    emulator.clear()
+    _, port, ca = intercepting(max_body_bytes=2048)
+    sock, _ = _connect(port, f"{HOST}:443")
+    with ssl.create_default_context(cafile=str(ca)).wrap_socket(sock, server_hostname=HOST) as tls:
+        tls.sendall(f"POST /runtime/jobs HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 50000000\r\n\r\n".encode())
+        tls.sendall(b"{" + b" " * (2 * 1024 * 1024))
+        status, doc = _read_response(tls)
+        assert status == 413 and doc["errors"][0]["code"] == "payload_too_large"
+        tls.settimeout(10)
+        rest = b""
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while chunk := tls.recv(65536):
+                rest += chunk
+        assert rest == b""
+    assert emulator.api_requests() == []
