@@ -1,9 +1,12 @@
-"""A stand-in for `iam.cloud.ibm.com`, answered inside the intercepting tunnel.
+"""Stand-ins for the IBM Cloud account services an SDK asks, answered inside the intercepting tunnel.
 
 IBM Cloud callers (qiskit-ibm-runtime 0.40.1 `channel="ibm_cloud"`) first trade their API key for
 a bearer at IAM. Their key must never reach IAM (it is a client token, or a key the proxy does not
 hold), so the proxy answers the exchange itself with a bearer it signed, bound to the caller: the
-pipeline's identity step accepts that bearer like `X-Access-Token`.
+pipeline's identity step accepts that bearer like `X-Access-Token`. Callers that give no instance
+(or an instance *name*) look their instances up in IBM Cloud's resource search and catalog, on
+hosts derived from the IAM one (`api.global-search-tagging.<base>`, `globalcatalog.<base>`): those
+answer with the proxy's configured instances, named by their hub/group/project.
 """
 
 from __future__ import annotations
@@ -21,12 +24,47 @@ MAX_FORM = 64 * 1024
 APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
 
 
+SEARCH_PREFIX = "api.global-search-tagging."
+CATALOG_PREFIX = "globalcatalog."
+PLAN_ID = "qiskit-classic-proxy"
+
+
 class LocalIam:
-    """ASGI-style handler for the IAM host: POST /identity/token, nothing else."""
+    """ASGI-style handler for the IAM hosts (POST /identity/token) and their resource directory."""
 
     def __init__(self, settings: Settings, tokens: AccessTokens) -> None:
         self.tokens = tokens
         self.client_tokens = settings.client_token_names
+        self.instances = settings.instance_crns
+        self.iam_hosts = {h.lower() for h in settings.intercept_iam_hosts}
+        bases = {h.removeprefix("iam.") for h in self.iam_hosts if h.startswith("iam.")}
+        #: Every host answered here: the IAM hosts, and the search/catalog hosts beside them.
+        self.hosts = self.iam_hosts | {SEARCH_PREFIX + b for b in bases} | {CATALOG_PREFIX + b for b in bases}
+
+    def _caller_ok(self, scope: dict) -> bool:
+        """The directory shows instances only to a caller holding a proxy bearer (or client token)."""
+        if not self.client_tokens:
+            return True
+        authz = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, cred = authz.partition(" ")
+        cred = cred.strip()
+        return scheme.lower() == "bearer" and bool(cred) and (
+            cred in self.client_tokens or self.tokens.verify(cred) is not None
+        )
+
+    def directory(self, host: str, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        """Resource search: the configured instances; catalog: a plan entry for them."""
+        if host.startswith(SEARCH_PREFIX) and method == "POST" and path.rstrip("/") == "/v3/resources/search":
+            items = [
+                {"crn": crn, "name": name, "service_plan_unique_id": PLAN_ID,
+                 "doc": {"extensions": {"qiskit-classic-proxy": {"instance": name}}}}
+                for name, crn in self.instances.items()
+            ]
+            return 200, {"items": items, "limit": 100}
+        if host.startswith(CATALOG_PREFIX) and method == "GET" and path.startswith("/api/v1/"):
+            return 200, {"id": path.rsplit("/", 1)[-1], "name": PLAN_ID,
+                         "overview_ui": {"en": {"display_name": "qiskit-classic-proxy"}}}
+        return 404, {"errors": [{"code": "not_found", "message": f"{method} {path} is not answered by the proxy"}]}
 
     def exchange(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         """The IAM answer for an apikey grant: 200 with a proxy bearer, or IAM's own error shape."""
@@ -64,6 +102,14 @@ class LocalIam:
                 return
             if not msg.get("more_body"):
                 break
+        host = scope["qcp_tunnel"]
+        if host not in self.iam_hosts:
+            if not self._caller_ok(scope):
+                denied = {"errors": [{"code": "not_authorized", "message": "a bearer from the proxy's IAM is needed"}]}
+                await _reply(send, 401, denied)
+                return
+            await _reply(send, *self.directory(host, scope["method"], scope["path"]))
+            return
         if scope["method"] != "POST" or scope["path"].rstrip("/") != "/identity/token":
             status, doc = 404, _iam_error(
                 "BXNIM0404E", "the proxy answers only POST /identity/token for intercepted IAM calls"

@@ -4,7 +4,8 @@ A `CONNECT` to one of the IBM hosts the SDKs use is answered `200`, then TLS is 
 leaf from the local CA and the decrypted HTTP/1.1 requests (h11) go to the proxy's own ASGI app,
 exactly as on the main port. The scope carries `qcp_tunnel` (the CONNECT host): the tunnel is its
 own trust boundary (a loopback caller asked for that host), so the Host check lets it through.
-`iam.cloud.ibm.com` is answered here (`LocalIam`), never forwarded. Any other host is refused
+`iam.cloud.ibm.com` (and the resource search/catalog beside it) is answered here (`LocalIam`),
+never forwarded. Any other host is refused
 (403) or, with `intercept_other_hosts = "tunnel"`, relayed byte for byte.
 """
 
@@ -55,14 +56,14 @@ class InterceptServer:
         self.ca = ca
         self.iam = iam
         self.hosts = [h.lower() for h in settings.intercept_hosts]
-        self.iam_hosts = {h.lower() for h in settings.intercept_iam_hosts}
+        self.local_hosts = iam.hosts
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = settings.intercept_port or 0
 
     def intercepts(self, host: str) -> bool:
         host = host.lower()
-        return host in self.iam_hosts or any(fnmatch.fnmatchcase(host, pat) for pat in self.hosts)
+        return host in self.local_hosts or any(fnmatch.fnmatchcase(host, pat) for pat in self.hosts)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -230,7 +231,7 @@ class InterceptServer:
                 await writer.drain()
 
         try:
-            if host in self.iam_hosts:
+            if host in self.local_hosts:
                 await self.iam.handle(scope, receive, send)
             else:
                 await self.app(scope, receive, send)

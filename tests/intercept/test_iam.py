@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.emulator import DEMO_CRN
+from proxy.emulator import DEMO_CRN, SECOND_CRN
 
 from ..conftest import EmulatorHandle, Running
 
@@ -95,3 +95,25 @@ def test_client_token_and_bearer_never_reach_the_logs(cloud_client: httpx.Client
     assert "GET" in text or "intercept" in text, "nothing was logged: the check would be empty"
     for secret in (CLIENT, bearer, "wrong-key-in-logs?"):
         assert secret not in text
+
+
+def test_resource_search_lists_the_configured_instances_by_hub_group_project(
+    make_proxy: Callable[..., Running], tmp_path: Path
+) -> None:
+    """SDKs given no instance (or a name) search IBM Cloud for them: the proxy answers with its own."""
+    running = make_proxy(intercept_port=0, ca_dir=str(tmp_path), client_tokens=[f"team={CLIENT}"],
+                         instances={"ibm-q-fake/research/proj1": SECOND_CRN})
+    assert running.app.intercept is not None
+    ctx = ssl.create_default_context(cafile=str(running.app.intercept.ca.cert_path))
+    search = "https://api.global-search-tagging.cloud.ibm.com/v3/resources/search?limit=100"
+    with httpx.Client(proxy=f"http://127.0.0.1:{running.app.intercept.port}", verify=ctx, trust_env=False,
+                      timeout=20) as c:
+        assert c.post(search, json={"query": "service_name:quantum-computing"}).status_code == 401
+        bearer = c.post(IAM, data={"grant_type": GRANT, "apikey": CLIENT}).json()["access_token"]
+        auth = {"authorization": f"Bearer {bearer}"}
+        items = c.post(search, json={"query": "service_name:quantum-computing"}, headers=auth).json()["items"]
+        plan = c.get(f"https://globalcatalog.cloud.ibm.com/api/v1/{items[0]['service_plan_unique_id']}", headers=auth)
+    assert [(i["name"], i["crn"]) for i in items] == [("ibm-q/open/main", DEMO_CRN), ("ibm-q-fake/research/proj1",
+                                                                                       SECOND_CRN)]
+    assert all(i["doc"]["extensions"] for i in items)  # the SDK skips instances without allocations
+    assert plan.status_code == 200 and plan.json()["overview_ui"]["en"]["display_name"]

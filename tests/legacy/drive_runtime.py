@@ -131,7 +131,10 @@ def main() -> int:
         if args.url_mode == "given":
             check(acct.get("url") == args.url, f"url {acct.get('url')!r} != {args.url!r}")
         if args.channel == "ibm_cloud" and args.instance:
-            check(acct.get("instance") == args.instance, f"instance {acct.get('instance')!r} != {args.instance!r}")
+            if args.instance.startswith("crn:"):
+                check(acct.get("instance") == args.instance, f"instance {acct.get('instance')!r} != {args.instance!r}")
+            else:  # an instance name, resolved through IBM Cloud's resource search
+                check(str(acct.get("instance")).startswith("crn:"), f"{args.instance!r} -> {acct.get('instance')!r}")
         return f"channel={acct.get('channel')} url={acct.get('url')} instance={acct.get('instance')}"
 
     run.step("service_active_account", s_active_account, needs=("service_init",))

@@ -24,6 +24,7 @@ from ..conftest import EmulatorHandle, Running, proxy_settings, start_emulator, 
 HERE = Path(__file__).resolve().parent
 VENVS = "runtime-0.40.1 runtime-0.23.0 runtime-0.30.0 ibmq-provider-0.20.2"
 TOKEN = "legacy-driver-client-token"
+RESEARCH = "ibm-q-fake/research/proj1"
 #: Variables of the caller's environment that would change where the SDK's requests go.
 SCRUB = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 
@@ -59,7 +60,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     out = tmp_path_factory.mktemp("zero-change")
     emulator = start_emulator()
     proxy = start_proxy(proxy_settings(
-        emulator.url, instances={"ibm-q-fake/research/proj1": SECOND_CRN}, client_tokens=[f"legacy={TOKEN}"],
+        emulator.url, instances={RESEARCH: SECOND_CRN}, client_tokens=[f"legacy={TOKEN}"],
         intercept_port=0, ca_dir=str(out / "ca"),
     ))
     try:
@@ -101,6 +102,10 @@ CASES = [
                                                "--instance", DEMO_CRN], "intercept"),
     ("r40-cloud-second-instance", "runtime-0.40.1", ["--url-mode", "none", "--channel", "ibm_cloud",
                                                      "--instance", SECOND_CRN], "intercept"),
+    # No instance at all, or an instance *name*: resolved through the proxy's stand-in resource search.
+    ("r40-cloud-no-instance", "runtime-0.40.1", ["--url-mode", "none", "--channel", "ibm_cloud"], "intercept"),
+    ("r40-cloud-instance-name", "runtime-0.40.1", ["--url-mode", "none", "--channel", "ibm_cloud",
+                                                   "--instance", RESEARCH], "intercept"),
     ("r23-cloud-experimental", "runtime-0.23.0", ["--url-mode", "experimental", "--channel", "ibm_cloud",
                                                   "--instance", DEMO_CRN], "url"),
     ("r30-cloud-url-resolver", "runtime-0.30.0", ["--url-mode", "resolver", "--channel", "ibm_cloud",
@@ -120,7 +125,7 @@ def test_legacy_sdk_runs_the_whole_flow(setup: Setup, name: str, venv: str, args
     assert_flow_passed(doc, name)
     reqs = setup.emulator.api_requests()
     assert len(reqs) > 30, f"{name}: only {len(reqs)} requests reached the new API"
-    expected = SECOND_CRN if SECOND_CRN in args else None
+    expected = SECOND_CRN if SECOND_CRN in args or RESEARCH in args else None
     for r in reqs:
         h = r["headers"]
         assert h.get("authorization", "").startswith("Bearer ") and TOKEN not in json.dumps(r), r["path"]
