@@ -66,10 +66,15 @@ class InterceptServer:
         return host in self.local_hosts or any(fnmatch.fnmatchcase(host, pat) for pat in self.hosts)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._client, self.settings.intercept_host, self.port, limit=HEAD_LIMIT,
-            reuse_port=hasattr(socket, "SO_REUSEPORT") or None,
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._client, self.settings.intercept_host, self.port, limit=HEAD_LIMIT,
+                reuse_port=hasattr(socket, "SO_REUSEPORT") or None,
+            )
+        except OSError as exc:
+            log.error("QCP_INTERCEPT_PORT (intercept_port): cannot listen on %s:%s: %s",
+                      self.settings.intercept_host, self.port, exc.strerror or exc)
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("intercepting forward proxy on http://%s:%d (CA %s)", self.settings.intercept_host,
                  self.port, self.ca.cert_path)
