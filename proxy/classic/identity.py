@@ -69,7 +69,7 @@ class Identity:
             call.sdk_version = tuple(int(p) for p in m.group(2).split(".") if p.isdigit())
         elif app_header.startswith("qiskit/"):
             call.sdk = "qiskit_ibm_provider"
-        elif app_header.startswith("/") or ("x-qx-client-application" in h and not app_header):
+        elif app_header.startswith("/") or h.get("x-qx-client-application") == "":
             # qiskit-ibm-runtime with USAGE_DATA_OPT_OUT=True sends "/qiskit": an SDK, version unknown.
             call.sdk = "qiskit_ibm_runtime-unknown"
         if call.sdk.startswith("qiskit_ibm_runtime"):
