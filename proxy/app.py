@@ -17,6 +17,7 @@ import httpx
 from .classic.routes import RouteTable
 from .config import Settings
 from .errors import ProxyError
+from .intercept import InterceptServer, build_intercept
 from .ops import MAIN_PORT_OPS_PREFIXES, OPS_PREFIXES, build_ops_app
 from .phaseout.policy import PhaseOut
 from .pipeline import Pipeline
@@ -57,6 +58,8 @@ class ProxyApp:
         self.wire = WireLimits.from_settings(settings, metrics.refuse if metrics else None)
         self.pipeline.throttle.on_throttle = metrics.refuse if metrics else None
         self.pipeline.submissions.on_outcome = metrics.submission_lookup if metrics else None
+        #: The intercepting forward proxy (#18), started with the app when intercept_port is set.
+        self.intercept: InterceptServer | None = None
 
     @property
     def upstream(self) -> Upstream | None:
@@ -87,6 +90,9 @@ class ProxyApp:
         await self.phaseout.startup(tokens)
         if self.pipeline.store is not None:
             await self.pipeline.store.start()
+        if s.intercept_port is not None and self.intercept is None:
+            self.intercept = build_intercept(s, self, self.pipeline.access_tokens)
+            await self.intercept.start()
         # Start-up objects (FastAPI, pydantic, the route table...) never become garbage: move
         # them out of the collector's sight, or each full collection walks them all (a ~40 ms
         # pause every few thousand requests: it was the p99 at 32 connections).
@@ -101,6 +107,8 @@ class ProxyApp:
             pass  # logged by the token provider; requests will answer 502/503 meanwhile
 
     async def shutdown(self) -> None:
+        if self.intercept is not None:
+            await self.intercept.stop()
         await self.phaseout.shutdown()
         if self.pipeline.store is not None:
             await self.pipeline.store.close()

@@ -37,6 +37,7 @@ class Call:
     caller: str = "anonymous"  # client-token name, or the login name
     sdk: str = "other"  # e.g. "qiskit_ibm_runtime-0.40.1"
     sdk_version: tuple[int, ...] = ()
+    compat_results: bool = False  # answer results in the shape every runtime version decodes
     authenticated: bool = False
     instance: str = ""  # legacy hub/group/project
     crn: str = ""

@@ -47,6 +47,13 @@ MIGRATION_GUIDE_URL = "https://quantum.cloud.ibm.com/docs/migration-guides/migra
 _CRN_RE = re.compile(r"^crn:v1:[^:]*:[^:]*:[^:]*:(?P<region>[^:]*):[^:]*:[^:]*:[^:]*:[^:]*$")
 _HGP_RE = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: The hosts legacy SDKs call when given no URL (measured; legacy-clients.md): intercepting mode.
+DEFAULT_INTERCEPT_HOSTS = (
+    "auth.quantum.ibm.com", "api.quantum.ibm.com",
+    "auth.quantum-computing.ibm.com", "api.quantum-computing.ibm.com",
+    "quantum-computing.cloud.ibm.com", "*.quantum-computing.cloud.ibm.com",
+)
+DEFAULT_INTERCEPT_IAM_HOSTS = ("iam.cloud.ibm.com", "iam.test.cloud.ibm.com")
 
 
 class ConfigError(Exception):
@@ -218,6 +225,23 @@ class Settings(BaseSettings):
     #: /readyz: a forward or probe that reached the new API counts this long (s); then it probes again.
     readiness_ttl: float = Field(10.0, ge=0)
 
+    # --- intercepting mode (HTTPS_PROXY + the local CA; README "Zero-change mode") ---------
+    #: Port of the intercepting forward proxy; unset = off, 0 = any free port.
+    intercept_port: int | None = Field(None, ge=0, le=65535)
+    intercept_host: str = "127.0.0.1"
+    #: Hosts whose CONNECT is terminated with a local-CA leaf and served by the proxy (fnmatch patterns).
+    intercept_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_INTERCEPT_HOSTS))
+    #: IAM hosts answered locally (a proxy bearer for a client token); the caller's key never goes to IAM.
+    intercept_iam_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_INTERCEPT_IAM_HOSTS)
+    )
+    #: CONNECT to any other host: "refuse" (403) or "tunnel" (relayed byte for byte, untouched).
+    intercept_other_hosts: Literal["refuse", "tunnel"] = "refuse"
+    #: Where the local CA lives (created on first use); default: the proxy's state directory.
+    ca_dir: str | None = None
+    #: Results for a runtime caller that sends no version (USAGE_DATA_OPT_OUT): "compat" decodes everywhere.
+    unknown_version_results: Literal["compat", "current"] = "compat"
+
     # --- sources -------------------------------------------------------------------------------
     @classmethod
     def settings_customise_sources(
@@ -271,6 +295,17 @@ class Settings(BaseSettings):
         entries = [str(e).strip() for e in (v or []) if str(e).strip()]
         parse_client_tokens(entries)  # validates
         return entries
+
+    @field_validator("intercept_hosts", "intercept_iam_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, v: Any) -> list[str]:
+        if isinstance(v, str):
+            v = v.split(",")
+        out = [str(h).strip().lower() for h in (v or []) if str(h).strip()]
+        for h in out:
+            if not re.match(r"^[a-z0-9*.\-]+$", h):
+                raise ValueError(f"{h!r} is not a host name or *.pattern")
+        return out
 
     @field_validator("service_crn")
     @classmethod
@@ -391,6 +426,11 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"QCP_HOST (host): refusing to listen on {self.host} without QCP_CLIENT_TOKENS: "
                 "anyone who can reach it would use your IBM credentials"
+            )
+        if self.intercept_port is not None and not is_loopback(self.intercept_host) and not self.client_tokens:
+            raise ConfigError(
+                f"QCP_INTERCEPT_HOST (intercept_host): refusing to intercept on {self.intercept_host} "
+                "without QCP_CLIENT_TOKENS"
             )
 
 

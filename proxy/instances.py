@@ -15,7 +15,7 @@ from cachetools import TTLCache
 from .call import Call
 from .classic.rewrite import query_values
 from .config import Settings
-from .errors import NotFound
+from .errors import Forbidden, NotFound
 from .store import Store
 
 
@@ -68,11 +68,28 @@ class InstanceMemory:
         return len(self.crns)
 
     def select(self, call: Call, doc: dict[str, Any] | None) -> None:
-        """Legacy calls name their instance (provider=h/g/p, body hub/group/project, instance)."""
+        """Legacy calls name their instance (provider=h/g/p, body hub/group/project, instance).
+
+        IBM Cloud callers name it by `Service-CRN`: honoured when configured, else 403, never
+        silently replaced by the default.
+        """
+        caller_crn = call.headers.get("service-crn", "").strip()
+        if caller_crn:
+            known = self.by_crn.get(caller_crn)
+            if known is None:
+                raise Forbidden(
+                    f"Service-CRN {caller_crn!r} is not one of this proxy's instances "
+                    f"({', '.join(self.crns) or 'none'}): configure it under [instances] or use a configured CRN",
+                    code="unknown_instance_crn",
+                )
+            call.instance, call.crn, call.instance_explicit = known, caller_crn, True
+            return
         name: str | None = None
         if b"provider" in call.query:
             values = query_values(call.query, "provider")
             name = values[0] if values else None
+        if not name and all(k in call.params for k in ("hub", "group", "project")):  # ibmq-provider paths
+            name = "/".join(call.params[k] for k in ("hub", "group", "project"))
         if doc is not None:
             if all(isinstance(doc.get(k), str) for k in ("hub", "group", "project")):
                 name = f"{doc['hub']}/{doc['group']}/{doc['project']}"

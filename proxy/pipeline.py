@@ -87,6 +87,7 @@ class Pipeline:
             "me": self.auth.me,
             "network": self.auth.network,
             "logout": self.auth.logout,
+            "ibmq_devices": lambda call, body: answers.device_configs(call, self._fetch),
             **answers.LOCAL,
             "job_type": lambda call, body: self.programs.job_type(call, self._fetch_job),
         }
@@ -371,6 +372,15 @@ class Pipeline:
             token = await self.tokens.get()
             resp = await self._send_upstream(call, method, path, query, headers, token, body, timeout, creates)
         return resp
+
+    async def _fetch(self, call: Call, path: str) -> tuple[int, bytes]:
+        """One buffered GET for the call's instance, for local answers built from several calls."""
+        headers = [*self._upstream_headers(call, buffered=True, has_body=False), ("service-crn", call.crn)]
+        resp = await self._open_once(call, "GET", path, b"", headers, None)
+        try:
+            return resp.status_code, await resp.aread()
+        finally:
+            await resp.aclose()
 
     async def _send_upstream(
         self, call: Call, method: str, path: str, query: bytes, headers: Headers, token: str, body: Any,

@@ -124,3 +124,23 @@ def test_transport_setting_picks_the_upstream_client() -> None:
     assert isinstance(default_transport(load_settings(None, transport="httpx")), httpx.AsyncHTTPTransport)
     with pytest.raises(ConfigError, match=r"^QCP_TRANSPORT"):
         load_settings(None, transport="curl")
+
+
+def test_intercepting_mode_is_off_by_default_and_lists_come_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings(None)
+    assert s.intercept_port is None and s.intercept_host == "127.0.0.1" and s.intercept_other_hosts == "refuse"
+    assert "*.quantum-computing.cloud.ibm.com" in s.intercept_hosts and "iam.cloud.ibm.com" in s.intercept_iam_hosts
+    monkeypatch.setenv("QCP_INTERCEPT_HOSTS", "api.example.test, *.Quantum.example.test")
+    assert load_settings(None).intercept_hosts == ["api.example.test", "*.quantum.example.test"]
+    monkeypatch.setenv("QCP_INTERCEPT_HOSTS", "bad host/")
+    with pytest.raises(ConfigError, match="QCP_INTERCEPT_HOSTS"):
+        load_settings(None)
+
+
+def test_intercepting_beyond_loopback_needs_client_tokens() -> None:
+    s = load_settings(None, api_key="k", service_crn=CRN, intercept_port=8443, intercept_host="0.0.0.0")
+    with pytest.raises(ConfigError, match="QCP_INTERCEPT_HOST"):
+        s.require_serving()
+    load_settings(
+        None, api_key="k", service_crn=CRN, intercept_port=8443, intercept_host="0.0.0.0", client_tokens=["x" * 12]
+    ).require_serving()

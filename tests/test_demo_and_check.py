@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -155,3 +156,29 @@ def test_check_fails_clearly(emulator: EmulatorHandle, overrides: dict[str, str]
     assert re.search(rf"^{failing}\s+FAIL", r.stdout, re.M), r.stdout
     assert "wrong-key-123" not in r.stdout + r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_demo_with_intercept_port_prints_the_two_exports_that_work(tmp_path: Path) -> None:
+    """Zero-change mode without an IBM account: the demo's own lines, used verbatim."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--intercept-port", "0", "--seconds", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(XDG_STATE_HOME=str(tmp_path)),
+    )
+    try:
+        assert proc.stdout is not None
+        line = ""
+        for _ in range(200):
+            line = proc.stdout.readline()
+            if "export HTTPS_PROXY=" in line or not line:
+                break
+        m = re.search(r"HTTPS_PROXY=(\S+) REQUESTS_CA_BUNDLE=(\S+)", line)
+        assert m, line
+        assert Path(m.group(2)).parent == tmp_path / "qiskit-classic-proxy"
+        ctx = ssl.create_default_context(cafile=m.group(2))
+        with httpx.Client(proxy=m.group(1), verify=ctx, trust_env=False, timeout=20) as c:
+            r = c.get("https://auth.quantum.ibm.com/api/version")
+        assert r.status_code == 200 and r.json()["proxy"] == "qiskit-classic-proxy"
+    finally:
+        proc.terminate()
+        proc.wait(10)

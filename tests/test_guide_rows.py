@@ -353,3 +353,49 @@ def test_unknown_path_is_404_json_and_not_forwarded(client: httpx.Client, emulat
     assert r.status_code == 404
     assert r.json()["errors"][0]["code"] == "unknown_endpoint"
     assert emulator.api_requests() == []
+
+
+# -- qiskit-ibmq-provider 0.19/0.20: the per-hub/group/project surface (#18) -------------------------
+HGP = "/api/Network/ibm-q/Groups/open/Projects/main"
+
+
+def test_ibmq_devices_are_every_backends_configuration(client: httpx.Client, emulator: EmulatorHandle) -> None:
+    r = client.get(HGP + "/devices/v/1")
+    assert r.status_code == 200, r.text
+    configs = r.json()
+    assert {c["backend_name"] for c in configs} == {"fake_manila", "fake_kyiv"}
+    assert all(c["n_qubits"] >= 2 and c["basis_gates"] for c in configs)
+    paths = sorted(req["path"] for req in emulator.api_requests())
+    assert paths == ["/api/v1/backends", "/api/v1/backends/fake_kyiv/configuration",
+                     "/api/v1/backends/fake_manila/configuration"]
+    for req in emulator.api_requests():
+        assert req["headers"]["service-crn"] == DEMO_CRN and req["headers"]["authorization"].startswith("Bearer ")
+
+
+@pytest.mark.parametrize(
+    ("tail", "new_path"),
+    [("/devices/fake_manila/properties?version=1", "/v1/backends/fake_manila/properties"),
+     ("/devices/fake_manila/defaults", "/v1/backends/fake_manila/defaults"),
+     ("/devices/fake_manila/queue/status", "/v1/backends/fake_manila/status")],
+)
+def test_ibmq_device_reads_forward(client: httpx.Client, emulator: EmulatorHandle, tail: str, new_path: str) -> None:
+    r = client.get(HGP + tail)
+    assert r.status_code == 200, r.text
+    req = only_request(emulator)
+    assert_new_api_request(req, "GET", new_path)
+    assert "version" not in req["query"]
+    if tail.endswith("queue/status"):
+        assert r.json()["lengthQueue"] == r.json()["length_queue"]
+
+
+def test_ibmq_qobj_jobs_list_empty_and_submit_is_410(client: httpx.Client, emulator: EmulatorHandle) -> None:
+    assert client.get(HGP + "/Jobs/status/v/1", params={"filter": '{"limit": 5}'}).json() == []
+    r = client.post(HGP + "/Jobs", json={"backend": {"name": "fake_manila"}, "allowObjectStorage": True})
+    assert r.status_code == 410 and "SamplerV2" in r.json()["errors"][0]["message"]
+    assert emulator.api_requests() == []
+
+
+def test_ibmq_unknown_hub_group_project_is_404(client: httpx.Client, emulator: EmulatorHandle) -> None:
+    r = client.get("/api/Network/nope/Groups/x/Projects/y/devices/v/1")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "unknown_instance"
+    assert emulator.api_requests() == []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -55,3 +57,42 @@ def test_serve_forwards_and_stops_cleanly(emulator: EmulatorHandle, workers: int
     assert DEMO_API_KEY not in out
     assert "ci-client-token-1" not in out
     assert '"route":"GET /backends"' in out
+
+
+def test_serve_with_workers_shares_one_intercepting_ca(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """Each worker listens on the intercept port (SO_REUSEPORT); the CA is created once, for all."""
+    port, iport = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QCP_")}
+    env.update(QCP_API_KEY=DEMO_API_KEY, QCP_SERVICE_CRN=DEMO_CRN, QCP_UPSTREAM_URL=emulator.url + "/api",
+               QCP_IAM_URL=emulator.url + "/identity/token", QCP_USAGE_DB="", QCP_CA_DIR=str(tmp_path / "ca"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--workers", "2", "--intercept-port", str(iport)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_until_ok(f"http://127.0.0.1:{port}/readyz", proc)
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca" / "qcp-ca.pem"))
+        with httpx.Client(proxy=f"http://127.0.0.1:{iport}", verify=ctx, trust_env=False, timeout=10) as c:
+            statuses = set()
+            for _ in range(12):  # fresh connections: the kernel spreads them over both workers
+                statuses.add(c.get("https://api.quantum-computing.ibm.com/api/version").status_code)
+                c.close()
+                c = httpx.Client(proxy=f"http://127.0.0.1:{iport}", verify=ctx, trust_env=False, timeout=10)
+        assert statuses == {200}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def test_serve_names_a_ca_dir_it_cannot_use(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QCP_")}
+    env.update(QCP_API_KEY=DEMO_API_KEY, QCP_SERVICE_CRN=DEMO_CRN, QCP_CA_DIR=str(blocker / "ca"))
+    r = subprocess.run([sys.executable, "-m", "proxy", "serve", "--intercept-port", "0"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "QCP_CA_DIR" in r.stderr and "Traceback" not in r.stderr

@@ -6,8 +6,9 @@ declares when it needs the body (`when`), so only those answers are buffered.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,12 +177,17 @@ def results(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
 
 
 def _old_runtime(call: Call, status: int) -> bool:
-    return (
-        200 <= status < 300
-        and call.sdk.startswith("qiskit_ibm_runtime")
-        and bool(call.sdk_version)
-        and call.sdk_version < COMPAT_RESULTS_BELOW
-    )
+    """Set by identity: a runtime client below COMPAT_RESULTS_BELOW, or one that sent no version."""
+    return 200 <= status < 300 and call.compat_results
+
+
+def queue_status(call: Call, status: int, body: bytes) -> tuple[int, bytes]:
+    """The provider reads Classic's `lengthQueue`; the new API says `length_queue`."""
+    doc = _load(body)
+    if isinstance(doc, dict) and "length_queue" in doc and "lengthQueue" not in doc:
+        doc["lengthQueue"] = doc["length_queue"]
+        return status, _dump(doc)
+    return status, body
 
 
 ANSWERS: dict[str, Answer] = {
@@ -195,6 +201,7 @@ ANSWERS: dict[str, Answer] = {
     "metrics": Answer(metrics),
     "defaults": Answer(defaults, _defaults_when),
     "results": Answer(results, _old_runtime),
+    "queue_status": Answer(queue_status),
 }
 
 
@@ -228,4 +235,26 @@ async def usage(call: Call, body: bytes) -> Reply:
 
 
 #: (`job_type`, for /facade/v1/jobs/{id}/type, is the pipeline's: it asks proxy/programs/.)
-LOCAL = {"usage": usage}
+# -- qiskit-ibmq-provider 0.19/0.20: the /Network/{hub}/Groups/{group}/Projects/{project} surface --
+#: Fetch one new-API path for the call's instance: (status, body). The pipeline provides it.
+Fetch = Callable[[Call, str], Awaitable[tuple[int, bytes]]]
+
+
+async def device_configs(call: Call, fetch: Fetch) -> Reply:
+    """`devices/v/1` was every backend's full configuration in one call; the new API has one per backend."""
+    status, body = await fetch(call, "/v1/backends")
+    doc = _load(body)
+    if status != 200 or not isinstance(doc, dict):
+        return Reply(status, classic_error(call, status, body) if status >= 400 else body)
+    names = [d["name"] if isinstance(d, dict) else d for d in doc.get("devices") or []]
+    got = await asyncio.gather(*(fetch(call, f"/v1/backends/{n}/configuration") for n in names if isinstance(n, str)))
+    configs = [c for st, raw in got if st == 200 and isinstance(c := _load(raw), dict)]
+    return Reply.json(configs)
+
+
+async def qobj_jobs(call: Call, body: bytes) -> Reply:
+    """Qobj jobs of the retired service: the new API holds none, so the honest list is empty."""
+    return Reply.json([])
+
+
+LOCAL = {"usage": usage, "qobj_jobs": qobj_jobs}

@@ -28,7 +28,11 @@ from .rewrite import parse_json_object
 from .throttle import FailureThrottle
 
 ACCESS_TOKEN_TTL = 14 * 24 * 3600  # what Classic answered in loginWithToken.ttl
+#: What IAM gives its bearer tokens; the intercepting mode's local IAM mints the same.
+BEARER_TTL = 3600
 _PREFIX = "qcp1"
+#: The fixed JOSE header of the bearer tokens the proxy issues as a stand-in IAM (HS256, our key).
+_JWT_HEAD = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT","kid":"qcp1"}').rstrip(b"=").decode()
 
 
 class AccessTokens:
@@ -43,20 +47,38 @@ class AccessTokens:
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         return f"{_PREFIX}.{body}.{self._sign(body)}"
 
+    def mint_bearer(self, caller: str, now: float | None = None) -> str:
+        """A JWT-shaped bearer (IBM Cloud SDKs decode `exp`/`iat` from it, unverified)."""
+        iat = int(now or time.time())
+        claims = {"sub": caller, "iss": "qiskit-classic-proxy", "iat": iat, "exp": iat + BEARER_TTL,
+                  "jti": secrets.token_hex(8)}
+        body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        signed = f"{_JWT_HEAD}.{body}"
+        return f"{signed}.{_b64(hmac.new(self._key, signed.encode(), hashlib.sha256).digest())}"
+
     def verify(self, token: str) -> str | None:
-        """Caller name for a valid, unexpired, unrevoked token; None otherwise."""
+        """Caller name for a valid, unexpired, unrevoked token (Classic access or bearer); None otherwise."""
         parts = token.split(".")
-        if len(parts) != 3 or parts[0] != _PREFIX or not hmac.compare_digest(self._sign(parts[1]), parts[2]):
+        if len(parts) != 3 or token in self._revoked:
             return None
-        if token in self._revoked or (self.store is not None and self.store.revoked(token_digest(token))):
+        if self.store is not None and self.store.revoked(token_digest(token)):
+            return None
+        if parts[0] == _PREFIX:
+            ok, name_key, exp_key = hmac.compare_digest(self._sign(parts[1]), parts[2]), "c", "e"
+        elif parts[0] == _JWT_HEAD:
+            mac = _b64(hmac.new(self._key, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest())
+            ok, name_key, exp_key = hmac.compare_digest(mac, parts[2]), "sub", "exp"
+        else:
+            return None
+        if not ok:
             return None
         try:
             payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
         except ValueError:
             return None
-        if payload.get("e", 0) < time.time():
+        if not isinstance(payload, dict) or payload.get(exp_key, 0) < time.time():
             return None
-        return str(payload.get("c", "anonymous"))
+        return str(payload.get(name_key, "anonymous"))
 
     def revoke(self, token: str) -> None:
         self._revoked[token] = True

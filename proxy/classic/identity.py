@@ -11,6 +11,7 @@ import re
 from ..call import Call
 from ..config import Settings
 from ..errors import BadRequest, Unauthorized
+from .answers import COMPAT_RESULTS_BELOW
 from .auth import AccessTokens
 from .throttle import FailureThrottle
 
@@ -40,8 +41,12 @@ class Identity:
             name = self.access_tokens.verify(access) or self.client_tokens.get(access)
         if name is None:
             authz = h.get("authorization", "")
-            if authz[:7].lower() == "bearer ":
-                name = self.client_tokens.get(authz[7:].strip())
+            scheme, _, cred = authz.partition(" ")
+            cred = cred.strip()
+            if scheme.lower() == "bearer":  # a client token, or a bearer the proxy's local IAM issued
+                name = self.client_tokens.get(cred) or (self.access_tokens.verify(cred) if cred else None)
+            elif scheme.lower() == "apikey":  # IBM Cloud callers (runtime 0.23/0.30) when IAM fails
+                name = self.client_tokens.get(cred)
         if name is not None:
             call.caller, call.authenticated = name, True
         route_key = call.route.key if call.route else ""
@@ -51,13 +56,16 @@ class Identity:
             if name is None and route_key not in OPEN_ROUTES:
                 raise Unauthorized(
                     "this proxy requires a client token: log in with it (Classic loginWithToken), "
-                    "or send it as 'Authorization: Bearer <token>' or 'X-Access-Token'",
+                    "or send it as 'Authorization: Bearer <token>', 'Authorization: apikey <token>' "
+                    "or 'X-Access-Token'",
                     code="client_token_required",
                 )
         else:
             host = h.get("host", "")
             hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-            if host and hostname not in _LOOPBACK_HOSTS and not self.settings.public_url:
+            # The intercepting tunnel is its own boundary: a loopback caller CONNECTed to that host.
+            tunnel = scope.get("qcp_tunnel")
+            if host and hostname not in _LOOPBACK_HOSTS and not self.settings.public_url and hostname != tunnel:
                 # DNS rebinding: a web page must not reach the credentials through a loopback port.
                 raise BadRequest(f"unexpected Host header {hostname!r} for a loopback proxy", code="bad_host")
         app_header = h.get("x-qx-client-application") or h.get("user-agent", "")
@@ -67,5 +75,13 @@ class Identity:
             call.sdk_version = tuple(int(p) for p in m.group(2).split(".") if p.isdigit())
         elif app_header.startswith("qiskit/"):
             call.sdk = "qiskit_ibm_provider"
+        elif app_header.startswith("/") or h.get("x-qx-client-application") == "":
+            # qiskit-ibm-runtime with USAGE_DATA_OPT_OUT=True sends "/qiskit": an SDK, version unknown.
+            call.sdk = "qiskit_ibm_runtime-unknown"
+        if call.sdk.startswith("qiskit_ibm_runtime"):
+            if call.sdk_version:
+                call.compat_results = call.sdk_version < COMPAT_RESULTS_BELOW
+            else:
+                call.compat_results = self.settings.unknown_version_results == "compat"
         scheme = scope.get("scheme", "http")
         call.base_url = f"{scheme}://{h['host']}" if "host" in h else f"{scheme}://{self.settings.host}"

@@ -19,6 +19,7 @@ from .rewrite import (
     default,
     default_query,
     drop,
+    drop_query,
     duration,
     lower_bools,
     rename,
@@ -29,6 +30,9 @@ PARAM_PATTERNS: dict[str, re.Pattern[str]] = {
     "job_id": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$"),
     "session_id": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$"),
     "backend": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"),
+    "hub": re.compile(r"^[A-Za-z0-9_.\-]{1,64}$"),
+    "group": re.compile(r"^[A-Za-z0-9_.\-]{1,64}$"),
+    "project": re.compile(r"^[A-Za-z0-9_.\-]{1,64}$"),
 }
 
 #: Legacy base paths a caller may use: the Classic API lived under /api (auth) and /runtime.
@@ -202,6 +206,20 @@ ROUTES += [
     row("GET",    "/backends/{backend}/properties",      forward("/v1/backends/{backend}/properties")),
     row("GET",    "/backends/{backend}/configuration",   forward("/v1/backends/{backend}/configuration")),
     row("GET",    "/v1/backends/{backend}/configuration", forward("/v1/backends/{backend}/configuration")),
+]
+# -- qiskit-ibmq-provider 0.19/0.20 (IBMQ.enable_account): read-only, per hub/group/project -------
+section("ibmq-provider")
+HGP = "/Network/{hub}/Groups/{group}/Projects/{project}"
+ROUTES += [
+    row("GET",    HGP + "/devices/v/1",                  local("ibmq_devices", "/v1/backends/{backend}/configuration"),
+        "synthesized: every backend's configuration, one upstream call each"),
+    row("GET",    HGP + "/devices/{backend}/properties", forward("/v1/backends/{backend}/properties", query=[drop_query("version")])),
+    row("GET",    HGP + "/devices/{backend}/defaults",   forward("/v1/backends/{backend}/defaults", answer="defaults")),
+    row("GET",    HGP + "/devices/{backend}/queue/status", forward("/v1/backends/{backend}/status", answer="queue_status")),
+    row("GET",    HGP + "/Jobs/status/v/1",              local("qobj_jobs"), "Qobj jobs: the new API has none, the list is empty"),
+    row("GET",    HGP + "/Jobs/v/1",                     local("qobj_jobs")),
+    row("POST",   HGP + "/Jobs",                         gone("POST /v1/jobs (SamplerV2 in qiskit-ibm-runtime)"),
+        "backend.run with Qobj went with the retired service"),
 ]
 # -- Changes to analytics- and usage-related endpoints ----------------------------------------------
 section("analytics")

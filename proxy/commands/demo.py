@@ -78,11 +78,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         host="127.0.0.1",
         port=args.port,
         usage_db="",
+        intercept_port=getattr(args, "intercept_port", None),
     )
     configure("info", "text")
     try:
+        app = create_app(settings)
         proxy = BackgroundServer(
-            create_app(settings), port=args.port, access_log=False, server_header=False, **server_options(settings)
+            app, port=args.port, access_log=False, server_header=False, **server_options(settings)
         ).start()
     except (RuntimeError, TimeoutError, OSError):
         emulator.stop()
@@ -90,6 +92,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     base = proxy.url
     v1_line = v1_example(base, emulator_app.state.emulator)
+    intercept = app.intercept
+    zero = (
+        f"\nZero-change mode (no url= at all), in the shell that runs the legacy code:\n"
+        f"  export HTTPS_PROXY=http://127.0.0.1:{intercept.port} REQUESTS_CA_BUNDLE={intercept.ca.cert_path}\n"
+        if intercept is not None else ""
+    )
     print(f"""
 qiskit-classic-proxy demo
   proxy:    {base}   (Classic API: {base}/runtime/..., {base}/api/...)
@@ -108,7 +116,7 @@ Try it (another terminal):
 {v1_line}
 
 Legacy SDKs: QiskitRuntimeService(channel="ibm_quantum", url="{base}/api", token="anything")
-Ctrl-C to stop.""", flush=True)
+{zero}Ctrl-C to stop.""", flush=True)
     try:
         deadline = time.monotonic() + args.seconds if args.seconds else None
         while deadline is None or time.monotonic() < deadline:

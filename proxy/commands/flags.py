@@ -17,6 +17,8 @@ def settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iam-url", help="IAM token endpoint (QCP_IAM_URL)")
     p.add_argument("--api-version", help="IBM-API-Version sent upstream (QCP_API_VERSION)")
     p.add_argument("--public-url", help="base URL advertised to legacy SDKs (QCP_PUBLIC_URL)")
+    p.add_argument("--intercept-port", type=int, help="intercepting forward proxy port, 0 = any (QCP_INTERCEPT_PORT)")
+    p.add_argument("--intercept-host", help="its bind address (QCP_INTERCEPT_HOST, default 127.0.0.1)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="(QCP_LOG_LEVEL)")
     p.add_argument("--log-format", choices=["text", "json"], help="(QCP_LOG_FORMAT)")
     p.add_argument(
@@ -46,6 +48,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "host", "port", "upstream_url", "iam_url", "api_version", "public_url", "log_level", "log_format", "workers",
         "qiskit_account", "ca_bundle", "ssl_certfile", "ssl_keyfile", "admin_port", "admin_host",
         "max_header_bytes", "header_timeout", "max_client_connections", "submission_marker",
+        "intercept_port", "intercept_host",
     )
     return {k: getattr(args, k, None) for k in keys}
 

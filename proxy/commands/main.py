@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ..config import ConfigError
-from . import explain, report, scan
+from . import ca, explain, report, scan
 from .check import cmd_check
 from .demo import cmd_demo
 from .flags import settings_flags
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="proxy port (default 8080; 0 = any free port)")
     p.add_argument("--emulator-port", type=int, default=0, help="emulator port (default: any free port)")
     p.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--intercept-port", type=int, help="also the intercepting forward proxy (Zero-change mode); 0 = any")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check", help="check the configuration against IAM and the new API, then exit")
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scan", help="find legacy Classic/V1 calls in code and say what each becomes")
     scan.add_arguments(p)
     p.set_defaults(func=scan.cmd_scan)
+
+    p = sub.add_parser("ca", help="the local CA of intercepting mode: its path (REQUESTS_CA_BUNDLE) or fingerprint")
+    ca.add_arguments(p)
+    p.set_defaults(func=ca.cmd_ca)
     return parser
 
 

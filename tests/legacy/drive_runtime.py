@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Drive qiskit-ibm-runtime 0.40.1 / 0.23.0 (channel="ibm_quantum") through a Classic-API server.
+"""Drive qiskit-ibm-runtime 0.40.1 / 0.30.0 / 0.23.0 (ibm_quantum or ibm_cloud) through a Classic-API server.
 
 Runs inside the legacy venvs made by tests/legacy/setup_venvs.sh, e.g.
 
     ~/.cache/qiskit-classic-proxy/legacy-venvs/runtime-0.40.1/bin/python \
         tests/legacy/drive_runtime.py --url http://127.0.0.1:8000/api --token TOKEN --out r40.json
 
-The only difference from ordinary SDK usage is url= and token= (no other patching). Every step is
+The only difference from ordinary SDK usage is url= and token= (no other patching). With
+`--url-mode none` not even url= is given: the caller's environment (HTTPS_PROXY + REQUESTS_CA_BUNDLE,
+the proxy's intercepting mode) does the rest. `--channel ibm_cloud` takes `--instance CRN`;
+`--url-mode experimental` passes `http://experimental@host:port` (every release keeps such a URL as
+is), `--url-mode resolver` passes `url_resolver=` (0.30+). Every step is
 recorded as {"step", "ok", "optional", "detail"|"error"}; the exit code is 0 only if all
 required steps passed. Imports nothing from the proxy package.
 """
@@ -44,7 +48,13 @@ OPT_SHOTS = 64
 
 
 def main() -> int:
-    args = base_parser(__doc__.splitlines()[1]).parse_args()
+    parser = base_parser(__doc__.splitlines()[1])
+    parser.add_argument("--channel", choices=["ibm_quantum", "ibm_cloud"], default="ibm_quantum")
+    parser.add_argument(
+        "--url-mode", choices=["given", "none", "experimental", "resolver"], default="given",
+        help="how --url reaches the SDK: url=, not at all (intercepting mode), experimental@ URL, url_resolver=",
+    )
+    args = parser.parse_args()
     run = Runner(
         args,
         "drive_runtime",
@@ -89,7 +99,14 @@ def main() -> int:
 
     # -- service + backend ---------------------------------------------------------------------
     def s_service():
-        kw = {"channel": "ibm_quantum", "url": args.url, "token": args.token}
+        kw = {"channel": args.channel, "token": args.token}
+        if args.url_mode == "given":
+            kw["url"] = args.url
+        elif args.url_mode == "experimental":
+            scheme, _, rest = args.url.partition("://")
+            kw["url"] = f"{scheme}://experimental@{rest}"
+        elif args.url_mode == "resolver":
+            kw["url_resolver"] = lambda *_a, **_k: args.url
         if args.instance:
             kw["instance"] = args.instance
         ctx["service"] = svc = QiskitRuntimeService(**kw)
@@ -101,16 +118,24 @@ def main() -> int:
     def s_instances():
         inst = svc().instances()
         check(isinstance(inst, list) and inst, f"no instances: {inst!r}")
-        check(all(i.count("/") == 2 for i in inst), f"not h/g/p: {inst}")
+        if args.channel == "ibm_quantum":
+            check(all(i.count("/") == 2 for i in inst), f"not h/g/p: {inst}")
         return f"instances={inst}"
 
-    run.step("service_instances", s_instances, needs=("service_init",))
+    # ibm_cloud callers list instances through IBM Cloud's resource search, not this API.
+    run.step("service_instances", s_instances, needs=("service_init",), optional=args.channel == "ibm_cloud")
 
     def s_active_account():
         acct = svc().active_account()
-        check(acct and acct.get("channel") == "ibm_quantum", f"active_account={acct!r}")
-        check(acct.get("url") == args.url, f"url {acct.get('url')!r} != {args.url!r}")
-        return f"channel={acct.get('channel')} instance={acct.get('instance')}"
+        check(acct and acct.get("channel") == args.channel, f"active_account={acct!r}")
+        if args.url_mode == "given":
+            check(acct.get("url") == args.url, f"url {acct.get('url')!r} != {args.url!r}")
+        if args.channel == "ibm_cloud" and args.instance:
+            if args.instance.startswith("crn:"):
+                check(acct.get("instance") == args.instance, f"instance {acct.get('instance')!r} != {args.instance!r}")
+            else:  # an instance name, resolved through IBM Cloud's resource search
+                check(str(acct.get("instance")).startswith("crn:"), f"{args.instance!r} -> {acct.get('instance')!r}")
+        return f"channel={acct.get('channel')} url={acct.get('url')} instance={acct.get('instance')}"
 
     run.step("service_active_account", s_active_account, needs=("service_init",))
 

@@ -19,7 +19,8 @@
 # Env:
 #   QCP_LEGACY_VENV_DIR  cache dir (default $HOME/.cache/qiskit-classic-proxy/legacy-venvs)
 #   QCP_LEGACY_PYTHON    interpreter used to create the venvs (default python3)
-#   QCP_LEGACY_ONLY      space-separated subset of venv names to build (default: all three)
+#   QCP_LEGACY_ONLY      space-separated subset of venv names to build (default: the three above;
+#                        runtime-0.30.0 and ibmq-provider-0.20.2 are built only when named here)
 #   QCP_LEGACY_FORCE=1   rebuild even if the venv passes its checks
 # Usage: tests/legacy/setup_venvs.sh [--print-dir]
 set -euo pipefail
@@ -41,6 +42,12 @@ SPECS[runtime-0.40.1]="qiskit-ibm-runtime==0.40.1 qiskit==2.6.2 numpy==2.4.6 req
 CHECKS[runtime-0.40.1]="import qiskit, qiskit_ibm_runtime; from qiskit_ibm_runtime import QiskitRuntimeService, SamplerV2, Session, Batch; assert qiskit_ibm_runtime.__version__ == '0.40.1', qiskit_ibm_runtime.__version__; assert qiskit.__version__ == '2.6.2', qiskit.__version__"
 SPECS[runtime-0.23.0]="qiskit-ibm-runtime==0.23.0 qiskit==1.0.2 numpy==1.26.4 websocket-client==1.8.0 requests==2.34.2"
 CHECKS[runtime-0.23.0]="import qiskit, qiskit_ibm_runtime, websocket; from qiskit_ibm_runtime import QiskitRuntimeService, SamplerV2, Session, Batch; assert qiskit_ibm_runtime.__version__ == '0.23.0', qiskit_ibm_runtime.__version__; assert qiskit.__version__.startswith('1.0.'), qiskit.__version__; assert websocket.__version__ == '1.8.0', websocket.__version__"
+# Built only when asked for by name (QCP_LEGACY_ONLY): the url_resolver= path of issue #18.
+SPECS[runtime-0.30.0]="qiskit-ibm-runtime==0.30.0 qiskit==1.2.4 numpy==1.26.4 requests==2.34.2"
+CHECKS[runtime-0.30.0]="import qiskit, qiskit_ibm_runtime; from qiskit_ibm_runtime import QiskitRuntimeService, SamplerV2, Session, Batch; assert qiskit_ibm_runtime.__version__ == '0.30.0', qiskit_ibm_runtime.__version__; assert qiskit.__version__ == '1.2.4', qiskit.__version__"
+# Built only when named: qiskit-ibmq-provider (IBMQ.enable_account), the oldest surface (#18).
+SPECS[ibmq-provider-0.20.2]="qiskit-ibmq-provider==0.20.2 qiskit-terra==0.23.3 numpy==1.23.5 requests==2.34.2"
+CHECKS[ibmq-provider-0.20.2]="import qiskit, qiskit.providers.ibmq as q; from qiskit import IBMQ; assert q.__version__ == '0.20.2', q.__version__"
 SPECS[provider-0.11.0]="qiskit-ibm-provider==0.11.0 qiskit==0.46.3 qiskit-terra==0.46.3 numpy==1.26.4 requests==2.34.2"
 CHECKS[provider-0.11.0]="import qiskit, qiskit_ibm_provider; from qiskit_ibm_provider import IBMProvider; from qiskit.providers import ProviderV1; assert qiskit_ibm_provider.__version__ == '0.11.0', qiskit_ibm_provider.__version__; assert qiskit.__version__ == '0.46.3', qiskit.__version__"
 
