@@ -48,15 +48,16 @@ def test_large_streamed_body_nested_too_deep_is_400(client: httpx.Client, emulat
 
 def test_depth_limit_is_a_setting(make_proxy: Callable[..., Running], emulator: EmulatorHandle) -> None:
     proxy = make_proxy(max_json_depth=4)
-    ok = {"program_id": "sampler", "backend": "fake_manila", "params": {"a": {"b": 1}}}
+    # "version": 2: a V2 job (without it the proxy reads a V1 Sampler job and translates it, #12).
+    ok = {"program_id": "sampler", "backend": "fake_manila", "params": {"version": 2, "a": {"b": 1}}}
     assert httpx.post(proxy.url + "/runtime/jobs", json=ok, timeout=10).status_code == 200
-    deep = {**ok, "params": {"a": {"b": {"c": {"d": 1}}}}}
+    deep = {**ok, "params": {"version": 2, "a": {"b": {"c": {"d": 1}}}}}
     r = httpx.post(proxy.url + "/runtime/jobs", json=deep, timeout=10)
     assert r.status_code == 400 and "4 levels" in r.json()["errors"][0]["message"]
 
 
 def test_element_limit_is_a_setting(make_proxy: Callable[..., Running]) -> None:
     proxy = make_proxy(max_json_elements=100)
-    body = {"program_id": "sampler", "backend": "fake_manila", "params": {"v": list(range(200))}}
+    body = {"program_id": "sampler", "backend": "fake_manila", "params": {"version": 2, "v": list(range(200))}}
     r = httpx.post(proxy.url + "/runtime/jobs", json=body, timeout=10)
     assert r.status_code == 400 and r.json()["errors"][0]["code"] == "json_too_large"
