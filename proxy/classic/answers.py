@@ -6,11 +6,11 @@ declares when it needs the body (`when`), so only those answers are buffered.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import fastjson
 from ..call import Call, Reply
 
 Fix = Callable[[Call, int, bytes], tuple[int, bytes]]
@@ -28,13 +28,13 @@ class Answer:
 
 def _load(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return fastjson.loads(body)
     except ValueError:
         return None
 
 
 def _dump(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return fastjson.dumps(doc)
 
 
 def job_hgp(call: Call, job: dict[str, Any]) -> dict[str, Any]:
