@@ -17,10 +17,28 @@ from .call import Call
 access_log = logging.getLogger("qiskit_classic_proxy.access")
 
 
+class _SecondCache:
+    """strftime once per second, not once per line (one access line per request)."""
+
+    def __init__(self, convert: Any, fmt: str) -> None:
+        self.convert, self.fmt = convert, fmt
+        self.second, self.text = -1, ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self.second:
+            self.second, self.text = second, time.strftime(self.fmt, self.convert(second))
+        return self.text
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._utc = _SecondCache(time.gmtime, "%Y-%m-%dT%H:%M:%S")
+
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self._utc(record.created) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
         }
@@ -37,6 +55,12 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._local = _SecondCache(self.converter, self.default_time_format)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        return self.default_msec_format % (self._local(record.created), record.msecs)
 
     def formatException(self, ei: Any) -> str:
         # Tracebacks can hold locals' reprs; log the type only.
@@ -67,8 +91,11 @@ def log_access(call: Call) -> None:
         "status": call.status,
         "ms": round(ms, 2),
     }
-    access_log.info(
+    # Logger.info would also walk the stack for the caller's file and line (findCaller), which no
+    # formatter here prints: make the record directly; handle() still applies filters and handlers.
+    access_log.handle(access_log.makeRecord(
+        access_log.name, logging.INFO, "proxy/logs.py", 0,
         '%s %s -> %s %d %.1fms caller=%s rid=%s',
-        route, call.action, call.upstream, call.status, ms, call.caller, call.request_id,
-        extra={"fields": fields},
-    )
+        (route, call.action, call.upstream, call.status, ms, call.caller, call.request_id),
+        None, func="log_access", extra={"fields": fields},
+    ))
