@@ -330,7 +330,7 @@ http {{
         )
         return p
 
-    def start_proxy(self, upstream: str, *, transport: str = "native", workers: int = 1) -> Proc:
+    def start_proxy(self, upstream: str, *, transport: str = "native", workers: int = 1, src: Path | None = None) -> Proc:
         port = free_port()
         env = {
             "QCP_API_KEY": "bench-api-key",
@@ -342,8 +342,11 @@ http {{
             "QCP_TRANSPORT": transport,  # the default is native; set here so the report says so
             "QCP_USAGE_DB": str(self.work / "usage.sqlite3"),
         }
-        cmd = [*proxy_command(), "serve"] + (["--workers", str(workers)] if workers > 1 else [])
-        p = self.spawn(f"proxy-{transport}-w{workers}", cmd, f"http://127.0.0.1:{port}", env=env)
+        if src is not None:  # another revision's proxy/ (--compare), on the same installed dependencies
+            env["PYTHONPATH"] = str(src)
+        cmd = ([sys.executable, "-m", "proxy"] if src is not None else proxy_command()) + ["serve"]
+        cmd += ["--workers", str(workers)] if workers > 1 else []
+        p = self.spawn(f"proxy-{transport}-w{workers}-{src.name if src else 'tree'}", cmd, f"http://127.0.0.1:{port}", env=env)
         p.ready_s = wait_http(p.url + "/readyz", timeout=60)
         return p
 
@@ -993,6 +996,48 @@ def settle(server: Proc, limit: float = 15.0) -> None:
             return
 
 
+COMPARE_CASES = ("job", "job_list", "status", "submit_10k")
+
+
+def compare_revisions(b: Bench, up: Proc, revs: list[str]) -> str:
+    """The proxy of each git revision (its proxy/ exported into the work dir) and of this tree,
+    same upstream, same run: 32 connections on a few cases, the revisions back to back per case."""
+    procs: list[tuple[str, Proc]] = []
+    for rev in revs:
+        dest = b.work / f"rev-{rev}"
+        dest.mkdir()
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "proxy"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+        b.commands.append(f"git archive {rev} proxy | tar -x -C $WORK/rev-{rev}")
+        procs.append((rev, b.start_proxy(up.url, src=dest)))
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "proxy"], capture_output=True, text=True).stdout.strip()
+    this = f"this tree ({head}{', modified' if dirty else ''})"
+    procs.append((this, b.start_proxy(up.url)))
+    rows: dict[str, dict[str, Load]] = {}
+    for key in COMPARE_CASES:
+        c = cases.BY_KEY[key]
+        for name, p in procs:
+            rows.setdefault(key, {})[name] = b.load(f"rev {name}", p.url + c.path, 32, p, case=key, script=b.scripts.get(key))
+    for _, p in procs:
+        b.stop(p)
+    names = [n for n, _ in procs]
+    lines = [
+        "## Before/after: the #11 layout refactor, and this tree",
+        "",
+        f"Each revision's `proxy/` (`git archive`), started the same way on the same installed dependencies, same "
+        f"upstream, 32 connections, {b.args.duration:g} s per run, the revisions back to back per route "
+        f"({', '.join(f'`{r}`' for r in revs)}: `6270cdf` is the last commit before the layout refactor of #11, "
+        "`70ca43a` the refactor's merge). req/s and the proxy's CPU µs per request:",
+        "",
+        "| route | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for key, by in rows.items():
+        lines.append(f"| {cases.BY_KEY[key].label} | " + " | ".join(f"{by[n].rps:.0f} req/s, {by[n].cpu_us or 0:.0f} µs" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def run_cases(b: Bench, servers: list[Proc], labels: list[str], selected: list[cases.Case]) -> None:
     """Every case against every server, the servers back to back per case."""
     for c in selected:
@@ -1019,6 +1064,7 @@ def main() -> int:
     ap.add_argument("--skip-transports", action="store_true", help="skip the aiohttp/httpx transport runs")
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     ap.add_argument("--python-load", action="store_true", help="use bench/loadgen.py even if wrk is installed")
+    ap.add_argument("--compare", default="", help="comma-separated git revisions whose proxy/ to measure against this tree")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     if args.quick:
@@ -1140,6 +1186,10 @@ def main() -> int:
             b.notes["ready_s_w2"] = pw.ready_s
             b.load(W2, pw.url + job.path, 32, pw, case="job")
             b.stop(pw)
+
+        if args.compare:
+            print("revisions")
+            b.notes["compare"] = compare_revisions(b, up, [r for r in args.compare.split(",") if r])
 
         report = render(b, info)
         if args.out:
