@@ -710,9 +710,8 @@ def render(b: Bench, info: dict[str, str]) -> str:
                         for x in bad)
         )
         add("")
-    if b.notes.get("why"):
-        add(b.notes["why"])
-        add("")
+    add(why_missed(L))
+    add("")
     # -- per route
     add("## The routes legacy SDKs call")
     add("")
@@ -905,6 +904,28 @@ def render(b: Bench, info: dict[str, str]) -> str:
     add("```")
     add("")
     return "\n".join(lines)
+
+
+def why_missed(L: list[Load]) -> str:
+    """The arithmetic behind the targets, from this run's numbers (rather than tuning the bench)."""
+    p, n = find(L, PROXY, 32, "job"), find(L, N, 32, "job")
+    if not (p and n and p.cpu_us and n.cpu_us):
+        return ""
+    ceiling = 1e6 / p.cpu_us
+    need = n.rps * SHARE
+    return (
+        f"Why, where a target is missed (numbers from `GET /jobs/{{id}}` above): the proxy is one Python thread, "
+        f"CPU-bound at 32 connections, using {p.cpu_us:.0f} µs of CPU per request, so one core caps it at "
+        f"≈ {ceiling:.0f} req/s whatever the load generator does; nginx answered {n.rps:.0f} req/s at "
+        f"{n.cpu_us:.0f} µs per request, so {100 * SHARE:.0f} % of nginx needs {need:.0f} req/s, i.e. "
+        f"≤ {1e6 / need:.0f} µs per request with a whole core to itself (it shares 2 cores with wrk and nginx). "
+        f"The p99 follows from the same number: 32 requests in flight on one thread queue behind each other, "
+        f"so a request waits for up to ≈ 32 × {p.cpu_us:.0f} µs = {32 * p.cpu_us / 1000:.1f} ms of the others' work "
+        f"before its own; p99 ≤ {P99:g} ms at 32 connections needs ≤ {P99 * 1000 / 32:.0f} µs per request. The profiles "
+        "below show where those microseconds go: most of them are uvicorn's HTTP/ASGI handling, the upstream "
+        "exchange and socket I/O, which the fix-ups do not touch; the fix-ups' own JSON work is a few per cent. "
+        "`--workers 2` (below) is the lever for throughput on a machine with free cores."
+    )
 
 
 def keep_other_sections(report: str, old: str) -> str:

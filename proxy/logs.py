@@ -84,6 +84,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._lines: list[str] = []
         self._interval, self._batch = interval, batch
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -102,8 +103,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._lines.append(line)
         if len(self._lines) >= self._batch:
             self.flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._interval, self.flush)
+        elif self._timer is None or self._timer_loop is not loop:  # (a stale timer of a finished loop)
+            self._timer, self._timer_loop = loop.call_later(self._interval, self.flush), loop
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -118,6 +119,10 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.stream.flush()
             except (OSError, ValueError):
                 pass  # stderr closed or gone: nothing sensible to do with a log line
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:

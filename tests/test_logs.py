@@ -80,3 +80,25 @@ def test_access_line_text_is_unchanged() -> None:
     assert r.fields["request_id"] == "rid-1" and r.fields["status"] == 200  # type: ignore[attr-defined]
     reference = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     assert line == reference.format(r)  # the cached timestamp is the standard one
+
+
+def test_a_new_event_loop_gets_its_own_flush() -> None:
+    """Regression: a timer left by a finished loop must not keep later lines waiting."""
+    out = io.StringIO()
+    handler = BufferedStreamHandler(out, interval=0.02)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = _logger(handler)
+
+    async def first() -> None:
+        log.info("one")  # the loop ends before its flush is due
+
+    async def second() -> str:
+        log.info("two")
+        await asyncio.sleep(0.1)
+        return out.getvalue()
+
+    asyncio.run(first())
+    assert asyncio.run(second()) == "one\ntwo\n"
+    log.info("three")
+    handler.close()
+    assert out.getvalue() == "one\ntwo\nthree\n"
