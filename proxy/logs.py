@@ -6,9 +6,11 @@ no bodies, so the API key, bearer tokens and client tokens cannot appear by cons
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -17,10 +19,28 @@ from .call import Call
 access_log = logging.getLogger("qiskit_classic_proxy.access")
 
 
+class _SecondCache:
+    """strftime once per second, not once per line (one access line per request)."""
+
+    def __init__(self, convert: Any, fmt: str) -> None:
+        self.convert, self.fmt = convert, fmt
+        self.second, self.text = -1, ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self.second:
+            self.second, self.text = second, time.strftime(self.fmt, self.convert(second))
+        return self.text
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._utc = _SecondCache(time.gmtime, "%Y-%m-%dT%H:%M:%S")
+
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self._utc(record.created) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
         }
@@ -37,20 +57,88 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._local = _SecondCache(self.converter, self.default_time_format)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        return self.default_msec_format % (self._local(record.created), record.msecs)
 
     def formatException(self, ei: Any) -> str:
         # Tracebacks can hold locals' reprs; log the type only.
         return f"  exception: {ei[0].__name__}" if ei and ei[0] else ""
 
 
+class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Lines logged from the event loop are written in batches: one write per `interval`, not a
+    write and a flush per request (one access line each). Same text, same order.
+
+    On the event loop the first line of a batch schedules its flush (`interval` seconds later, or
+    at once when `batch` lines wait); from anywhere else a line is written at once. No thread: a
+    writer thread would cost more CPU in GIL hand-offs than the writes it saves. flush() (called by
+    logging at exit) and close() write what is left.
+    """
+
+    def __init__(self, stream: Any = None, interval: float = 0.05, batch: int = 256) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._interval, self._batch = interval, batch
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or threading.current_thread() is not threading.main_thread():
+            self._lines.append(line)
+            self.flush()
+            return
+        self._lines.append(line)
+        if len(self._lines) >= self._batch:
+            self.flush()
+        elif self._timer is None or self._timer_loop is not loop:  # (a stale timer of a finished loop)
+            self._timer, self._timer_loop = loop.call_later(self._interval, self.flush), loop
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            lines, self._lines = self._lines, []
+            if not lines:
+                return
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # stderr closed or gone: nothing sensible to do with a log line
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
 def configure(level: str = "info", fmt: str = "text") -> None:
     """The proxy's loggers, uvicorn's (start-up, errors, shutdown: serve passes log_config=None) and
     everything else (warnings, other libraries) through one handler: with json, every line is JSON."""
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    # The proxy's own lines (the access log: one per request) are written in batches; the rest as they come.
+    buffered = BufferedStreamHandler(sys.stderr)
+    buffered.setFormatter(formatter)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    for name in ("qiskit_classic_proxy", "uvicorn"):
+    handler.setFormatter(formatter)
+    for name, h in (("qiskit_classic_proxy", buffered), ("uvicorn", handler)):
         logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
+        for old in logger.handlers:
+            old.flush()
+        logger.handlers[:] = [h]
         logger.setLevel(level.upper())
         logger.propagate = False
     for name in ("uvicorn.error", "uvicorn.access"):  # through "uvicorn"'s handler
@@ -81,8 +169,11 @@ def log_access(call: Call) -> None:
         "status": call.status,
         "ms": round(ms, 2),
     }
-    access_log.info(
+    # Logger.info would also walk the stack for the caller's file and line (findCaller), which no
+    # formatter here prints: make the record directly; handle() still applies filters and handlers.
+    access_log.handle(access_log.makeRecord(
+        access_log.name, logging.INFO, "proxy/logs.py", 0,
         '%s %s -> %s %d %.1fms caller=%s rid=%s',
-        route, call.action, call.upstream, call.status, ms, call.caller, call.request_id,
-        extra={"fields": fields},
-    )
+        (route, call.action, call.upstream, call.status, ms, call.caller, call.request_id),
+        None, func="log_access", extra={"fields": fields},
+    ))

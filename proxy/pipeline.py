@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
@@ -563,7 +563,8 @@ def _new_call(scope: dict) -> Call:
         headers.setdefault(k.decode("latin-1"), v.decode("latin-1"))
     rid = headers.get("x-request-id", "")
     return Call(
-        request_id=rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex,
+        # 32 random hex digits like uuid4().hex, several times cheaper (no UUID object).
+        request_id=rid if _REQUEST_ID.match(rid) else os.urandom(16).hex(),
         method=scope["method"],
         path=scope["path"],
         headers=headers,

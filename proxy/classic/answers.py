@@ -7,11 +7,11 @@ declares when it needs the body (`when`), so only those answers are buffered.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import fastjson
 from ..call import Call, Reply
 
 Fix = Callable[[Call, int, bytes], tuple[int, bytes]]
@@ -32,13 +32,13 @@ class Answer:
 
 def _load(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return fastjson.loads(body)
     except ValueError:
         return None
 
 
 def _dump(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return fastjson.dumps(doc)
 
 
 def unmarked(tags: Any) -> Any:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
+from .. import fastjson
 from ..errors import BadRequest
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ def parse_json_object(raw: bytes, max_depth: int = MAX_DEPTH, max_elements: int 
         return {}
     check_json_shape(raw, max_depth, max_elements)
     try:
-        doc = json.loads(raw)
+        doc = fastjson.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:  # a guard: check_json_shape should have refused it
@@ -222,7 +223,7 @@ def rewrite_body(doc: dict[str, Any], ops: Sequence[Any]) -> dict[str, Any]:
 
 
 def dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return fastjson.dumps(doc)
 
 
 def drop(*names: str) -> DropKeys:

@@ -244,13 +244,14 @@ class Match:
 
 
 _BAD_RAW = re.compile(rb"%(2e|2f|5c|00)", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def normalize(path: str, raw_path: bytes | None = None) -> str:
     """Strip a legacy prefix and trailing slash; refuse anything that could smuggle a path."""
     if raw_path is not None and _BAD_RAW.search(raw_path):
         raise BadRequest("encoded '.', '/', '\\' or NUL in the path", code="invalid_path")
-    if "\\" in path or "//" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if "\\" in path or "//" in path or _CONTROL.search(path):
         raise BadRequest("malformed path", code="invalid_path")
     segments = path.split("/")
     if "." in segments or ".." in segments:

@@ -83,7 +83,20 @@ def agent_label(call: Call) -> str:
         if not m:
             return name
         return f"{name}-{m.group(1)}.{m.group(2) or '0'}"
-    ua = call.headers.get("user-agent", "")[:64].lower()
+    raw = call.headers.get("user-agent", "")
+    label = _AGENT_SEEN.get(raw)
+    if label is None:
+        label = _agent(raw)
+        if len(_AGENT_SEEN) < 4096:  # a bounded memo: callers send the same few agents every time
+            _AGENT_SEEN[raw] = label
+    return label
+
+
+_AGENT_SEEN: dict[str, str] = {}
+
+
+def _agent(raw: str) -> str:
+    ua = raw[:64].lower()
     if ua:
         for prefix, label in _AGENTS:
             if ua.startswith(prefix):
