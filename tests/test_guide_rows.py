@@ -1,7 +1,7 @@
 """Every row of IBM's migration guide, through real servers: caller -> proxy -> emulator.
 
 Expected new paths are written here from the guide's tables
-(../shared/reference/migration-guide.txt), not derived from proxy/classic/routes.py.
+(tests/data/migration-guide.txt, from IBM's public guide), not derived from proxy/classic/routes.py.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ import pytest
 from proxy.classic.routes import ROUTES, Forward, Gone, RouteTable, normalize
 from proxy.errors import BadRequest, MethodNotAllowed, NotFound
 
-GUIDE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "migration-guide.txt"
+#: IBM's migration guide as text (source named in tests/data/README.md): in the repository, so this
+#: test runs on every clone instead of skipping where a reference folder is absent.
+GUIDE = Path(__file__).resolve().parent / "data" / "migration-guide.txt"
 
 table = RouteTable()
 
@@ -37,7 +39,6 @@ def _key(template: str) -> str:
     return re.sub(r"{\w+}", "{x}", template)
 
 
-@pytest.mark.skipif(not GUIDE.exists(), reason="shared/ reference not beside the checkout")
 def test_every_guide_row_has_a_route() -> None:
     ours = {(r.method, _key(r.template)) for r in ROUTES}
     missing = guide_rows() - ours
