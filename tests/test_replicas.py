@@ -62,7 +62,7 @@ class Proxy:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "proxy", "serve", "--port", str(self.port), "--workers", "2"],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         wait_until_ok(self.url + "/readyz", self.proc, timeout=60)
 
@@ -72,8 +72,11 @@ class Proxy:
         try:
             out, _ = self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
+            # Kill the whole group: a worker left behind would hold stdout open and hang the test.
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            out, _ = self.proc.communicate(timeout=30)
+            self.proc = None
+            raise AssertionError(f"serve --workers 2 did not stop within 60 s of SIGTERM:\n{out[-3000:]}") from None
         self.proc = None
         return out
 
