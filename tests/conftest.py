@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +67,17 @@ def wait_until_ok(url: str, proc: subprocess.Popen[str], timeout: float = 30.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"{url} did not answer 200 within {timeout}s")
         time.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen[str], timeout: float = 20) -> str:
+    """SIGTERM, as docker / the kubelet / Ctrl-C do; SIGKILL if it does not exit in time. Its output."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
 
 
 def start_emulator(config: EmulatorConfig | None = None) -> EmulatorHandle:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 from contextlib import redirect_stderr
@@ -25,7 +24,7 @@ from proxy.config import ConfigError, load_settings
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 from proxy.serving import free_port
 
-from .conftest import EmulatorHandle, wait_until_ok
+from .conftest import EmulatorHandle, stop_process, wait_until_ok
 
 OTHER_CRN = "crn:v1:bluemix:public:quantum-computing:eu-de:a/abc:def::"
 
@@ -170,11 +169,6 @@ def test_serve_runs_on_a_saved_account_alone(emulator: EmulatorHandle, accounts_
         assert httpx.get(f"http://127.0.0.1:{port}/runtime/backends", timeout=10).status_code == 200
         assert emulator.api_requests()[0]["headers"].get("service-crn") == DEMO_CRN
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop_process(proc)
     assert "Serving the new API with the API key from saved account 'work'" in out
     assert DEMO_API_KEY not in out

@@ -15,7 +15,7 @@ import pytest
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 from proxy.serving import free_port
 
-from .conftest import EmulatorHandle, wait_until_ok
+from .conftest import EmulatorHandle, stop_process, wait_until_ok
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -45,12 +45,7 @@ def test_serve_forwards_and_stops_cleanly(emulator: EmulatorHandle, workers: int
             assert statuses == {200}
             assert c.get("/runtime/backends").status_code == 401
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop_process(proc)
     # uvicorn re-raises SIGTERM after its graceful shutdown, so "killed by SIGTERM" is a clean exit.
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "Application shutdown complete" in out or workers > 1
@@ -80,12 +75,7 @@ def test_serve_with_workers_shares_one_intercepting_ca(emulator: EmulatorHandle,
                 c = httpx.Client(proxy=f"http://127.0.0.1:{iport}", verify=ctx, trust_env=False, timeout=10)
         assert statuses == {200}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop_process(proc)
 
 
 def test_serve_names_a_ca_dir_it_cannot_use(tmp_path: Path) -> None:

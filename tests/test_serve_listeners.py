@@ -20,7 +20,7 @@ import pytest
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 from proxy.serving import free_port
 
-from .conftest import EmulatorHandle
+from .conftest import EmulatorHandle, stop_process
 from .tlsnet import Pki, make_ca
 
 CLIENT_TOKEN = "ci-client-token-1"
@@ -38,12 +38,7 @@ def serve(emulator: EmulatorHandle, *flags: str, cwd: Path) -> Iterator[list[str
     try:
         yield out
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            text, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            text, _ = proc.communicate()
+        text = stop_process(proc)
         out.append(text)
         out.append(str(proc.returncode))
 

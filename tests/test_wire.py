@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 from proxy.serving import free_port
 
-from .conftest import EmulatorHandle, Running, wait_until_ok
+from .conftest import EmulatorHandle, Running, stop_process, wait_until_ok
 
 GET = b"GET /runtime/backends HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
@@ -252,12 +251,7 @@ def test_serve_flags_set_the_limits_in_every_worker(emulator: EmulatorHandle, wo
         r = httpx.get(f"http://127.0.0.1:{port}/runtime/backends", timeout=10)
         assert r.status_code == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop_process(proc)
 
 
 SMUGGLING = {

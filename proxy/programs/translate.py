@@ -281,17 +281,23 @@ def _experiments(circuits: list[Any], indices: list[int], shots: int | None) -> 
     return [Experiment(infos[i], shots) for i in indices]
 
 
+def _options(kind: str, params: dict[str, Any]) -> tuple[dict[str, Any], int | None, bool, int | None]:
+    """The V2 options of a V1 submission: (options, optimization level, skip transpilation, shots)."""
+    options: dict[str, Any] = {}
+    level, skip = _transpilation(kind, params, options)
+    _resilience(kind, params, options)
+    shots = _run_options(kind, params, options)
+    _extras(kind, params, options)
+    if shots is not None:
+        options["default_shots"] = shots
+    return options, level, skip, shots
+
+
 def _sampler(params: dict[str, Any]) -> tuple[list[Any], dict[str, Any], Translation]:
     circuits = _circuits("sampler", params)
     indices = _indices("sampler", params, "circuit_indices", len(circuits), None)
     values = _values("sampler", params, len(indices))
-    options: dict[str, Any] = {}
-    level, skip = _transpilation("sampler", params, options)
-    _resilience("sampler", params, options)
-    shots = _run_options("sampler", params, options)
-    _extras("sampler", params, options)
-    if shots is not None:
-        options["default_shots"] = shots
+    options, level, skip, shots = _options("sampler", params)
     pubs = [[circuits[i], encode_ndarray(values[k]), shots] for k, i in enumerate(indices)]
     tr = Translation("sampler", "sampler", _experiments(circuits, indices, shots), shots=shots,
                      optimization_level=level, skip_transpilation=skip)  # fmt: skip
@@ -310,13 +316,7 @@ def _estimator(params: dict[str, Any]) -> tuple[list[Any], dict[str, Any], Trans
     if len(cidx) != len(oidx):
         raise BadRequest("program 'estimator': one observable per circuit is needed", code="invalid_program_input")
     values = _values("estimator", params, len(cidx))
-    options: dict[str, Any] = {}
-    level, skip = _transpilation("estimator", params, options)
-    _resilience("estimator", params, options)
-    shots = _run_options("estimator", params, options)
-    _extras("estimator", params, options)
-    if shots is not None:
-        options["default_shots"] = shots
+    options, level, skip, shots = _options("estimator", params)
     terms = [observable_terms(o, f"observable {j}") for j, o in enumerate(observables)]
     pubs = [[circuits[i], terms[oidx[k]], encode_ndarray(values[k]), None] for k, i in enumerate(cidx)]
     tr = Translation("estimator", "estimator", _experiments(circuits, cidx, shots), shots=shots,

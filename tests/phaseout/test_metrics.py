@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 from proxy.serving import free_port
 
-from ..conftest import EmulatorHandle, wait_until_ok
+from ..conftest import EmulatorHandle, stop_process, wait_until_ok
 
 ROUTE = "GET /backends"
 
@@ -41,12 +40,7 @@ def serve(emulator: EmulatorHandle, workers: int, **env_extra: str) -> Iterator[
         wait_until_ok(base + "/readyz", proc)
         yield base
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop_process(proc, timeout=30)
 
 
 def totals(text: str) -> tuple[float, float, float]:
