@@ -11,6 +11,7 @@ import sys
 from ..config import ConfigError
 from . import ca, explain, report, scan
 from .check import cmd_check
+from .config_check import cmd_config_check
 from .demo import cmd_demo
 from .flags import settings_flags
 from .routes import cmd_routes
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check the configuration against IAM and the new API, then exit")
     settings_flags(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", help="config check: validate the settings offline and print the effective values")
+    cfg = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    c = cfg.add_parser("check", help="validate the settings offline (secrets masked), like nginx -t")
+    settings_flags(c)
+    c.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("explain", help="dry run: show how a Classic request would be translated (nothing is sent)")
     explain.add_arguments(p)
