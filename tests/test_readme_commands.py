@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
+
+from proxy.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -148,12 +150,6 @@ SH_BLOCKS = [b for b in BLOCKS if b.lang == "sh"]
 RUN_COMMANDS = [c for b in SH_BLOCKS if b.marker is None for c in commands(b)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _copy_repo(dest: Path) -> None:
     """The tracked files (what a clone has), else the tree without venvs and caches."""
     try:
@@ -230,6 +226,21 @@ def _run_session(work: Path, env: dict[str, str], port: int, demo_output: str) -
     return Session(results, demo_output, port, record)
 
 
+def _wait_for_demo(demo: subprocess.Popen[bytes], port: int, log: Path, start_cmd: str) -> None:
+    """Until the proxy answers /healthz on the port and the banner is out (it ends with "Ctrl-C")."""
+    deadline = time.monotonic() + DEMO_START_TIMEOUT
+    while True:
+        if demo.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"`{start_cmd}` did not start the demo (exit {demo.poll()}):\n{log.read_text()}")
+        try:
+            up = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            up = False
+        if up and "ctrl-c" in log.read_text(errors="replace").lower():
+            return
+        time.sleep(0.2)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Ctrl-C, as the demo's banner says; SIGKILL to the group if it does not stop in time."""
     if proc.poll() is None:
@@ -254,7 +265,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     _copy_repo(work)
     (work / ".venv").symlink_to(venv, target_is_directory=True)
     (home / ".curlrc").write_text(f"max-time = {CURL_MAX_TIME}\n")
-    port = _free_port()
+    port = free_port()
     env = _fresh_env(home, port)
     (start,) = [b for b in SH_BLOCKS if b.marker == "background"]
     start_cmd = "\n".join(start.lines).split("&&")[-1].strip()
@@ -265,11 +276,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
             cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + DEMO_START_TIMEOUT
-        while "Ctrl-C to stop" not in log.read_text(errors="replace"):
-            if demo.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`{start_cmd}` did not start the demo (exit {demo.poll()}):\n{log.read_text()}")
-            time.sleep(0.2)
+        _wait_for_demo(demo, port, log, start_cmd)
         result = _run_session(work, env, port, log.read_text(errors="replace"))
     finally:
         _stop(demo)
