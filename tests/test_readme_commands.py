@@ -284,6 +284,22 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     yield result
 
 
+def test_block_rules_expected_output_and_exit_codes() -> None:
+    """The rules of the module docstring, on a small README."""
+    text = (
+        "<!-- readme-test: skip (needs IBM credentials) -->\n```sh\nexport QCP_API_KEY=...\n```\n\n"
+        "```sh\n# a remark\ncurl -s http://x \\\n     -d '{}'\n# {\"id\":\"...\",\"a\":1}   (a remark)\n"
+        "scan examples   # exit 1: findings\n```\n"
+    )
+    skip, run = readme_blocks(text)
+    assert (skip.marker, skip.reason, run.marker) == ("skip", "needs IBM credentials", None)
+    curl, scan = commands(run)
+    assert (curl.text, curl.line, curl.expect, curl.exit_code) == (
+        "curl -s http://x \\\n     -d '{}'", 8, ['{"id":"', '","a":1}'], 0
+    )
+    assert (scan.expect, scan.exit_code) == ([], 1)
+
+
 def test_the_quick_start_is_the_install_then_start() -> None:
     (start,) = [b for b in SH_BLOCKS if b.marker == "background"]
     assert start.lines == [
