@@ -85,8 +85,8 @@ def _command(
     def callback(**values: Any) -> int:
         return int(func(namespace(values, add_arguments)) or 0)
 
-    short, _, rest = help_.partition("\n\n")
-    cmd = cls(name, callback=callback, params=params or [], help=help_, short_help=short,
+    short = help_.partition("\n\n")[0]
+    cmd = cls(name, callback=callback, params=params or [], help=help_, short_help=short, context_settings=CONTEXT,
               epilog=_examples(*(e if PROG in e else f"{PROG} {e}" for e in examples)), **kwargs)
     group.add_command(cmd)
     return cmd
@@ -138,7 +138,7 @@ _settings_command(
 )
 
 
-@cli.group("config", cls=_Group, short_help="Validate the settings offline (config check).")
+@cli.group("config", cls=_Group, context_settings=CONTEXT, short_help="Validate the settings offline (config check).")
 def config_group() -> None:
     """The settings: `config check` validates them offline and prints the effective values."""
 
