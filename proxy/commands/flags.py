@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 import click
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
@@ -62,16 +61,15 @@ def _scalar(annotation: Any) -> Any | None:
 
 
 def _bounds(field: FieldInfo) -> dict[str, Any]:
+    """click's range from the field's Field(ge=..., gt=..., le=..., lt=...) constraints."""
     out: dict[str, Any] = {}
     for m in field.metadata:
-        if isinstance(m, annotated_types.Ge):
-            out["min"] = m.ge
-        elif isinstance(m, annotated_types.Gt):
-            out["min"], out["min_open"] = m.gt, True
-        elif isinstance(m, annotated_types.Le):
-            out["max"] = m.le
-        elif isinstance(m, annotated_types.Lt):
-            out["max"], out["max_open"] = m.lt, True
+        for attr, key, is_open in (("ge", "min", False), ("gt", "min", True), ("le", "max", False),
+                                   ("lt", "max", True)):
+            if getattr(m, attr, None) is not None:
+                out[key] = getattr(m, attr)
+                if is_open:
+                    out[f"{key}_open"] = True
     return out
 
 

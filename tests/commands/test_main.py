@@ -8,6 +8,7 @@ click commands in-process, to try many argument lists quickly.
 from __future__ import annotations
 
 import argparse
+import copy
 from datetime import datetime
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -17,7 +18,7 @@ import pytest
 
 from proxy.commands import ca, explain, report, scan
 from proxy.commands.cli_options import PARAMS, argparse_defaults, expand_greedy, namespace
-from proxy.commands.flags import flag_fields, overrides
+from proxy.commands.flags import flag_fields, overrides, settings_option
 from proxy.commands.main import EXIT_CONFIG, cli, main
 from proxy.config import Settings
 
@@ -108,6 +109,14 @@ def test_settings_flags_are_the_scalar_non_secret_settings() -> None:
                  "client_tokens", "instances", "routes", "intercept_hosts",  # lists and tables: env or TOML
                  "secrets_dir"):  # only QCP_SECRETS_DIR (read before every other source)
         assert name not in fields, name
+
+
+def test_a_settings_flag_help_is_the_description_with_env_var_and_default() -> None:
+    field = copy.copy(Settings.model_fields["max_header_count"])
+    field.description = "Header fields per request (Envoy's default) -> 431."
+    option = settings_option("max_header_count", field)
+    assert option.help == "Header fields per request (Envoy's default) -> 431 (env QCP_MAX_HEADER_COUNT, default 100)"
+    assert option.opts == ["--max-header-count"] and option.envvar is None  # pydantic reads QCP_* itself
 
 
 def a_value(name: str) -> tuple[list[str], Any]:
