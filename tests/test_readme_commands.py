@@ -59,9 +59,7 @@ SKIPPED_BLOCKS = [
 #: README lines (by a fragment of the command) whose feature is being built on another #13 branch.
 #: Remove an entry once that branch is merged and the line passes.
 PENDING = {
-    "qiskit-classic-proxy --version": "--version (CLI branch, #13)",
     f"report --db {DEMO_RECORD}": "the demo keeps a usage record and names it (demo branch, #13)",
-    "qiskit-classic-proxy config check": "config check output (config branch, #13)",
 }
 
 MARKER = re.compile(r"<!--\s*readme-test:\s*(\w+)\s*(?:\((.*?)\))?\s*-->")
