@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 from typing import Any
 
 from ..config import ConfigError, Settings
@@ -15,6 +16,9 @@ from .demo import cmd_demo
 from .flags import load, overrides
 
 log = logging.getLogger("qiskit_classic_proxy.serve")
+
+#: A port that cannot be listened on: the command cannot run as asked (choose another port), like a config error.
+EXIT_LISTEN = 2
 
 
 def credentials_line(settings: Settings) -> str:
@@ -40,6 +44,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A bad CA bundle or proxy URL is a configuration error now, not a failed start-up later.
     egress.ssl_context(settings)
     egress.proxy_for(settings, settings.iam_url)
+    problem = listen_problem(settings)
+    if problem:
+        print(f"qiskit-classic-proxy: {problem}", file=sys.stderr)
+        return EXIT_LISTEN
     started = (
         f"serving with {credentials_line(settings)}; new API {settings.effective_upstream_url} "
         f"({egress.describe(settings, settings.effective_upstream_url)})"
@@ -119,6 +127,21 @@ async def _serve_with_admin(main_config: Any, admin_config: Any) -> int:
             log.error("the admin listener on port %s failed to start", admin_config.port)
             return 1
     return 0
+
+
+def listen_problem(settings: Settings) -> str | None:
+    """The first of the ports serve would listen on (main, admin, intercept) that it cannot, as one line."""
+    from ..serving import listen_error
+
+    for host, port, flag in (
+        (settings.host, settings.port, "--port"),
+        (settings.admin_host or settings.host, settings.admin_port, "--admin-port"),
+        (settings.intercept_host, settings.intercept_port, "--intercept-port"),
+    ):
+        problem = listen_error(host, port, flag)
+        if problem:
+            return problem
+    return None
 
 
 def cmd_start(args: argparse.Namespace) -> int:
