@@ -13,6 +13,8 @@ import errno
 import logging
 import socket
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,9 +34,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     # A bad CA bundle or outbound proxy URL is a configuration error too, before anything is contacted.
     egress.ssl_context(settings)
     egress.proxy_for(settings, settings.iam_url)
-    # The IAM client logs its failures for serve; here the iam line below says it, with the cause.
-    logging.getLogger("qiskit_classic_proxy.iam").addHandler(logging.NullHandler())
-    logging.getLogger("qiskit_classic_proxy.iam").propagate = False
     assert settings.api_key is not None and settings.service_crn is not None
     upstream = settings.effective_upstream_url
     print(f"upstream   {upstream}")
@@ -92,11 +91,27 @@ def cmd_check(args: argparse.Namespace) -> int:
             await iam_client.aclose()
         return 0 if ok else 1
 
-    result = asyncio.run(run())
+    with _quiet_iam_log():
+        result = asyncio.run(run())
     if result == 0 and not _check_database(settings.usage_db):
         result = 1
     print("ready: point legacy callers at the proxy" if result == 0 else "not ready: fix the FAIL lines above")
     return result
+
+
+@contextmanager
+def _quiet_iam_log() -> Iterator[None]:
+    """The IAM client logs its failures for serve; here the iam line says it once, with the cause."""
+    logger = logging.getLogger("qiskit_classic_proxy.iam")
+    quiet = logging.NullHandler()
+    propagate = logger.propagate
+    logger.addHandler(quiet)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(quiet)
+        logger.propagate = propagate
 
 
 def _transport_error(exc: BaseException) -> httpx.HTTPError | None:
