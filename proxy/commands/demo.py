@@ -131,6 +131,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..emulator import EmulatorConfig, create_emulator_app
     from ..logs import configure
     from ..serving import BackgroundServer, listen_error
+    from ..store import is_postgres
     from ..wire import server_options
     from .serve import EXIT_LISTEN, _ensure_ca, listen_problem
 
@@ -149,7 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if "usage_db" not in user.model_fields_set:  # not chosen by the user: a fresh record of this demo
         record_dir = tempfile.mkdtemp(prefix="qcp-demo-")
         usage_db = os.path.join(record_dir, "usage.sqlite3")
-    elif usage_db and "://" not in usage_db:
+    elif usage_db and not is_postgres(usage_db):  # a path: the report command works from any folder
         usage_db = os.path.abspath(usage_db)
 
     emulator_app = create_emulator_app(EmulatorConfig())
@@ -162,6 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started: list[Any] = [emulator]
     scheme = "https" if settings.ssl_certfile else "http"
     base = f"{scheme}://{_url_host(settings.host)}:{settings.port}"
+    admin_line = ""
     try:
         app = create_app(settings)
         proxy = BackgroundServer(
@@ -171,7 +173,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ).start()
         started.append(proxy)
         base = f"{scheme}://{_url_host(settings.host)}:{proxy.port}"
-        admin_line = ""
         if settings.admin_port is not None:
             admin_host = settings.admin_host or settings.host
             admin = BackgroundServer(

@@ -169,6 +169,17 @@ def test_report_with_scan_after_the_demo_joins_the_examples(tmp_path: Path) -> N
     assert ("examples/curl/jobs.sh", "QCP306") in seen, findings
 
 
+def test_demo_keeps_an_explicit_usage_db_where_the_user_put_it(tmp_path: Path) -> None:
+    with running_demo(tmp_path, QCP_USAGE_DB="mine.sqlite3") as demo:  # relative to the demo's folder
+        assert demo.line("Usage record:").split()[2].rstrip(";") == str(tmp_path / "mine.sqlite3")
+        command = report_command(demo)
+        demo.stop()
+    assert command[-2:] == ["--db", str(tmp_path / "mine.sqlite3")]
+    assert not list(tmp_path.glob("qcp-demo-*"))
+    r = subprocess.run(command, capture_output=True, text=True, env=env_for(tmp_path), timeout=60)
+    assert r.returncode == 0 and "POST /jobs" in r.stdout, r.stdout + r.stderr  # the banner's own V1 call
+
+
 def test_demo_with_usage_db_off_says_so(tmp_path: Path) -> None:
     with running_demo(tmp_path, QCP_USAGE_DB="") as demo:
         assert "Usage record: off" in demo.line("Usage record:")
