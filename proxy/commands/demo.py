@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from ..config import Settings
 from .flags import load
+from .preflight import EXIT_LISTEN, ensure_ca, listen_problem
 
 #: A V1 Sampler submission as qiskit-ibm-runtime 0.20.0 sends it: a Bell circuit (QPY of qiskit
 #: 0.46.3, from tests/data/trace-qiskit-ibm-runtime-0.20.0-v1.jsonl), 1000 shots, no `version`.
@@ -133,7 +134,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..serving import BackgroundServer, listen_error
     from ..store import is_postgres
     from ..wire import server_options
-    from .serve import EXIT_LISTEN, _ensure_ca, listen_problem
 
     # The user's settings first: a configuration error is one line (exit 2), before anything starts.
     user = load(args)
@@ -143,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"qiskit-classic-proxy: {problem}", file=sys.stderr)
         return EXIT_LISTEN
     if user.intercept_port is not None:
-        _ensure_ca(user.ca_dir)
+        ensure_ca(user.ca_dir)
     configure(user.log_level, user.log_format)
 
     usage_db, record_dir = user.usage_db, None

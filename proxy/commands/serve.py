@@ -14,11 +14,9 @@ from typing import Any
 from ..config import ConfigError, Settings
 from .demo import cmd_demo
 from .flags import load, overrides
+from .preflight import EXIT_LISTEN, ensure_ca, listen_problem
 
 log = logging.getLogger("qiskit_classic_proxy.serve")
-
-#: A port that cannot be listened on: the command cannot run as asked (choose another port), like a config error.
-EXIT_LISTEN = 2
 
 
 def credentials_line(settings: Settings) -> str:
@@ -39,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load(args)
     settings.require_serving()
     if settings.intercept_port is not None:
-        _ensure_ca(settings.ca_dir)
+        ensure_ca(settings.ca_dir)
     configure(settings.log_level, settings.log_format)
     # A bad CA bundle or proxy URL is a configuration error now, not a failed start-up later.
     egress.ssl_context(settings)
@@ -129,21 +127,6 @@ async def _serve_with_admin(main_config: Any, admin_config: Any) -> int:
     return 0
 
 
-def listen_problem(settings: Settings) -> str | None:
-    """The first of the ports serve would listen on (main, admin, intercept) that it cannot, as one line."""
-    from ..serving import listen_error
-
-    for host, port, flag in (
-        (settings.host, settings.port, "--port"),
-        (settings.admin_host or settings.host, settings.admin_port, "--admin-port"),
-        (settings.intercept_host, settings.intercept_port, "--intercept-port"),
-    ):
-        problem = listen_error(host, port, flag)
-        if problem:
-            return problem
-    return None
-
-
 def cmd_start(args: argparse.Namespace) -> int:
     """serve when IBM credentials are configured, else the demo: the README's first command.
     Half-set credentials are a configuration error naming the missing one, never the demo."""
@@ -156,14 +139,3 @@ def cmd_start(args: argparse.Namespace) -> int:
     args.emulator_port = 0
     args.seconds = 0
     return cmd_demo(args)
-
-
-def _ensure_ca(ca_dir: str | None) -> None:
-    """Create (or load) the intercepting mode's CA before serving: a bad QCP_CA_DIR is one clear line."""
-    from ..config import ConfigError
-    from ..intercept.ca import LocalCA
-
-    try:
-        LocalCA(ca_dir)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"QCP_CA_DIR (ca_dir): cannot create or load the local CA: {exc}") from None
