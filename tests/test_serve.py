@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -87,24 +86,3 @@ def test_serve_names_a_ca_dir_it_cannot_use(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "proxy", "serve", "--intercept-port", "0"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "QCP_CA_DIR" in r.stderr and "Traceback" not in r.stderr
-
-
-@pytest.mark.parametrize("flag", ["--port", "--admin-port", "--intercept-port"])
-def test_regression_serve_on_a_busy_port_printed_uvicorn_errno_then_an_iam_line(tmp_path: Path, flag: str) -> None:
-    """One line naming the address and the flag to change, exit 2; nothing started (no IAM line)."""
-    cli = Path(sys.executable).with_name("qiskit-classic-proxy")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QCP_")}
-    env.update(QCP_API_KEY=DEMO_API_KEY, QCP_SERVICE_CRN=DEMO_CRN, QCP_USAGE_DB="", QCP_CA_DIR=str(tmp_path / "ca"),
-               QCP_IAM_URL=f"http://127.0.0.1:{free_port()}/identity/token")  # refused: an IAM call would say so
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        busy = held.getsockname()[1]
-        args = ["--port", str(busy)] if flag == "--port" else ["--port", str(free_port()), flag, str(busy)]
-        r = subprocess.run([str(cli), "serve", *args], env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stdout == ""
-    assert r.stderr.splitlines() == [
-        f"qiskit-classic-proxy: cannot listen on 127.0.0.1:{busy}: address already in use "
-        f"(another proxy or demo running? choose {flag})"
-    ]
