@@ -137,6 +137,14 @@ def test_regression_report_after_the_demo_said_no_usage_record(tmp_path: Path) -
                 assert c.get("/runtime/backends", headers={"User-Agent": "curl/8.5.0"}).status_code == 200
             assert c.get("/runtime/health").status_code == 410
         command = report_command(demo)
+        # While it runs (another terminal): the record is written every second, the report sees it.
+        for _ in range(100):
+            live = subprocess.run([*command, "--format", "json"], capture_output=True, text=True,
+                                  env=env_for(tmp_path), timeout=60, cwd=tmp_path)
+            if live.returncode == 0 and any(d["endpoint"] == "GET /health" for d in json.loads(live.stdout)["in_use"]):
+                break
+        else:
+            pytest.fail(f"the report never listed the calls while the demo ran: {live.stdout}{live.stderr}")
         demo.stop()
     assert demo.proc.returncode == 0
     r = subprocess.run([*command, "--format", "json"], capture_output=True, text=True,
