@@ -131,7 +131,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..app import create_app
     from ..emulator import EmulatorConfig, create_emulator_app
     from ..logs import configure
-    from ..serving import BackgroundServer, listen_error
+    from ..serving import BackgroundServer, free_port, listen_error
     from ..store import is_postgres
     from ..wire import server_options
 
@@ -153,9 +153,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     elif usage_db and not is_postgres(usage_db):  # a path: the report command works from any folder
         usage_db = os.path.abspath(usage_db)
 
+    if not emulator_port:  # any free port, but not one the proxy is about to take
+        taken = {user.port, user.admin_port, user.intercept_port}
+        emulator_port = free_port()
+        while emulator_port in taken:
+            emulator_port = free_port()
     emulator_app = create_emulator_app(EmulatorConfig())
     try:
-        emulator = BackgroundServer(emulator_app, port=emulator_port or None, log_config=None).start()
+        emulator = BackgroundServer(emulator_app, port=emulator_port, log_config=None).start()
     except (RuntimeError, TimeoutError, OSError):
         print(f"qiskit-classic-proxy: cannot start the emulator on port {emulator_port}", file=sys.stderr)
         return 1
