@@ -219,3 +219,25 @@ def test_regression_demo_on_a_busy_port_printed_uvicorn_errno(tmp_path: Path, fl
         f"(another proxy or demo running? choose {flag})"
     ]
     assert not list(tmp_path.glob("qcp-demo-*"))  # nothing was started, not even the record
+
+
+def test_regression_demo_port_default_beat_qcp_port(tmp_path: Path) -> None:
+    """`demo --port` defaulted to 8080 once the demo took serve's settings, so QCP_PORT was ignored."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(CLI), "demo", "--seconds", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env_for(tmp_path, QCP_PORT=str(port)), cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = []
+        for line in proc.stdout:
+            banner.append(line)
+            if line.startswith("Ctrl-C to stop."):
+                break
+        proxy_line = next(x for x in banner if x.strip().startswith("proxy:"))
+        assert proxy_line.split()[1] == f"http://127.0.0.1:{port}", "".join(banner)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
