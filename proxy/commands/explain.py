@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -14,8 +15,9 @@ import httpx
 
 from ..app import ProxyApp
 from ..call import Call
-from ..classic.routes import RouteTable, describe
+from ..classic.routes import RouteTable, describe, normalize
 from ..config import Settings, load_settings
+from ..errors import MethodNotAllowed, ProxyError
 from ..phaseout.policy import CODE_BROWNOUT, PhaseOut, move_to
 
 
@@ -44,6 +46,18 @@ def mask_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
             v = f"{scheme} ***" if scheme else "***"
         out.append((name, v))
     return out
+
+
+def path_methods(table: RouteTable, method: str, target: str) -> list[str]:
+    """The methods the route table has for `target`'s path when `method` is not one of them (a 405),
+    else []: so that a known path is never called "not a Classic endpoint"."""
+    try:
+        table.match(method.upper(), normalize(target.split("?", 1)[0]))
+    except MethodNotAllowed as exc:
+        return exc.headers["allow"].split(", ")
+    except ProxyError:
+        pass
+    return []
 
 
 def _decode_body(raw: bytes) -> Any:
@@ -126,6 +140,10 @@ async def explain_request(
         "phaseout_headers": {k: resp.headers[k] for k in ("deprecation", "sunset", "link") if k in resp.headers},
         "notes": notes,
     }
+    if route is None:
+        allowed = path_methods(table, method, target)
+        if allowed:
+            out["allowed_methods"] = allowed
     if route is not None:
         out["route"] = {
             "key": route.key,
@@ -163,7 +181,11 @@ def format_explanation(x: dict[str, Any]) -> str:
     if req["body"] is not None:
         lines.append("                  body: " + json.dumps(req["body"]))
     r = x["route"]
-    if r is None:
+    if r is None and x.get("allowed_methods"):
+        allowed = ", ".join(x["allowed_methods"])
+        lines.append(f"Route             none for {req['method']}: the Classic path is known, for {allowed} only "
+                     f"(405 Method Not Allowed)")
+    elif r is None:
         lines.append("Route             none: not a Classic endpoint the proxy knows")
     else:
         lines.append(f"Route             {r['key']}  [{r['section']}]  {r['action']}")
@@ -194,22 +216,44 @@ def format_explanation(x: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    overrides = {"upstream_url": args.upstream_url, "api_version": args.api_version}
-    settings = load_settings(args.config, **overrides)
+#: An HTTP method is a token (RFC 9110 5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+class UsageProblem(Exception):
+    """Bad input on the command line: one line on stderr, exit 2."""
+
+
+def read_request(args: argparse.Namespace) -> tuple[str, str, bytes | None, list[tuple[str, str]]]:
+    """METHOD, PATH, --data and --header checked up front: bad input is a sentence, never a traceback."""
+    method = args.method.upper()
+    if not _TOKEN.fullmatch(method):
+        raise UsageProblem(f"METHOD {args.method!r} is not an HTTP method (e.g. GET, POST, DELETE)")
+    path = args.path.strip()
+    if not path:
+        raise UsageProblem("PATH is empty: give a Classic path, e.g. /runtime/jobs")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise UsageProblem(f"PATH {path!r} contains control characters")
+    path = path if path.startswith("/") else "/" + path
     headers: list[tuple[str, str]] = []
     for h in args.header or []:
         name, sep, value = h.partition(":")
-        if not sep or not name.strip():
-            print(f"qiskit-classic-proxy explain: --header {h!r}: expected 'Name: value'", file=sys.stderr)
-            return 2
-        headers.append((name.strip(), value.strip()))
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise UsageProblem(f"--header {h!r}: expected 'Name: value'")
+        if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+            raise UsageProblem(f"--header {h!r}: a header name is a token, its value printable ASCII")
+        headers.append((name, value))
     data: bytes | None = None
     if args.data is not None:
         raw = args.data
         if raw.startswith("@"):
-            with open(raw[1:], "rb") as f:
-                data = f.read()
+            try:
+                with open(raw[1:], "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise UsageProblem(f"--data {raw}: cannot read {raw[1:]!r}: {exc.strerror or exc}") from None
         else:
             data = raw.encode()
         try:
@@ -218,8 +262,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print("qiskit-classic-proxy explain: --data is not valid JSON (sent as is)", file=sys.stderr)
         if not any(k.lower() == "content-type" for k, _ in headers):
             headers.append(("Content-Type", "application/json"))
-    path = args.path if args.path.startswith("/") else "/" + args.path
-    result = asyncio.run(explain_request(settings, args.method, path, data, headers))
+    return method, path, data, headers
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    overrides = {"upstream_url": args.upstream_url, "api_version": args.api_version}
+    try:
+        method, path, data, headers = read_request(args)
+    except UsageProblem as exc:
+        print(f"qiskit-classic-proxy explain: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings(args.config, **overrides)
+    try:
+        result = asyncio.run(explain_request(settings, method, path, data, headers))
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
+        print(f"qiskit-classic-proxy explain: {method} {path}: cannot be sent as an HTTP request ({exc})",
+              file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2) if args.format == "json" else format_explanation(result))
     return 0
 

@@ -11,37 +11,103 @@ import json
 import re
 import time
 from collections.abc import Iterable
+from itertools import groupby
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..classic.routes import RouteTable, describe
+from rich.console import RenderableType
+from rich.padding import Padding
+from rich.text import Text
+
+from ..classic.routes import SECTION_TITLES, RouteTable, describe_parts
 from ..config import Settings
+from ..terminal import GAP, UNBOUNDED, cell, fit, plain
+from ..terminal import table as term_table
 from .policy import build_plans, iso, move_to, parse_instant
 from .usage import UsageRow
 
 
-def render_routes(settings: Settings, table: RouteTable | None = None, markdown: bool = False) -> str:
-    """The route table with each route's effective phase-out policy (for `routes`)."""
+#: Colours of the route actions and policies on a terminal.
+ACTION_STYLE = {"forward": "green", "local": "cyan", "gone": "red"}
+
+
+def policy_style(policy: str) -> str:
+    return "" if policy.startswith("translate") else "yellow" if policy.startswith("brownout") else "red"
+
+
+def wrap_path(path: str, width: int) -> Text:
+    """A path that is wider than its column, broken after a "/" rather than anywhere."""
+    if len(path) <= width:
+        return Text(path)
+    lines: list[str] = []
+    line = ""
+    for seg in re.findall(r"/?[^/]*", path)[:-1] if path else []:
+        if line and len(line) + len(seg) > width:
+            lines.append(line)
+            line = ""
+        line += seg
+    lines.append(line)
+    return Text("\n".join(lines))
+
+
+def routes_view(settings: Settings, table: RouteTable | None = None, width: int = UNBOUNDED) -> list[RenderableType]:
+    """The route table for a terminal `width` wide, grouped under the migration guide's sections.
+    The POLICY column appears when some route's policy is not the default, SUNSET when some has one."""
     table = table or RouteTable()
     plans = build_plans(settings, table)
-    if markdown:
-        lines = [
-            "| Method | Classic path | Action | Policy | Deprecation | Sunset | New API |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in table.routes:
-            p = plans[r.key]
-            lines.append(
-                f"| {r.method} | `{r.template}` | {r.action.kind} | {p.describe_policy()} | "
-                f"{iso(p.deprecation)} | {iso(p.sunset) or '-'} | {move_to(r)} |"
-            )
-        return "\n".join(lines)
-    lines = [f"{'METHOD':<7} {'CLASSIC PATH':<38} {'ACTION':<8} {'POLICY':<24} {'SUNSET':<21} NEW API / NOTE"]
+    policies = {r.key: plans[r.key].describe_policy() for r in table.routes}
+    show_policy = any(p != "translate" for p in policies.values())
+    show_sunset = any(p.sunset for p in plans.values())
+    heads = ["METHOD", "CLASSIC PATH", "ACTION", *(["POLICY"] if show_policy else []),
+             *(["SUNSET"] if show_sunset else []), "NEW API / NOTE"]
+    rows: list[tuple[str, list[Text]]] = []
+    for r in table.routes:
+        plan = plans[r.key]
+        head, ops = describe_parts(r)
+        target = Text(head)
+        if ops:
+            target.append(f"  [{'; '.join(ops)}]", style="dim")
+        cells = [cell(r.method), cell(r.template), cell(r.action.kind, ACTION_STYLE.get(r.action.kind, ""))]
+        if show_policy:
+            cells.append(cell(policies[r.key], policy_style(policies[r.key])))
+        if show_sunset:
+            cells.append(cell(iso(plan.sunset) or "-"))
+        rows.append((r.section, [*cells, target]))
+    natural = [max(len(h), *(c[i].cell_len for _, c in rows)) for i, h in enumerate(heads)]
+    minimum = [6, 16, 7, *([9] if show_policy else []), *([10] if show_sunset else []), 16]
+    weight = [1.0, 1.0, 1.0, *([0.6] if show_policy else []), *([0.6] if show_sunset else []), 1.3]
+    widths = fit(natural, minimum, max(width - GAP * (len(heads) - 1), len(heads)), weight)
+    items: list[RenderableType] = []
+    if not show_policy:
+        items += [Text("Every route's policy: translate (no [routes] policy is set)"), Text("")]
+    items.append(term_table(heads, widths))
+    for name, group in groupby(rows, key=lambda x: x[0]):
+        t = term_table(heads, widths, show_header=False)
+        for _, cells in group:
+            cells[1] = wrap_path(cells[1].plain, widths[1])
+            t.add_row(*cells)
+        items += [Text(""), Text(SECTION_TITLES.get(name, name), style="bold"), t]
+    return items
+
+
+def render_routes(
+    settings: Settings, table: RouteTable | None = None, markdown: bool = False, width: int | None = None
+) -> str:
+    """The route table with each route's effective phase-out policy (for `routes`): Markdown, or
+    plain text `width` columns wide (None: rows never wrap)."""
+    table = table or RouteTable()
+    if not markdown:
+        return plain(routes_view(settings, table, width or UNBOUNDED), width)
+    plans = build_plans(settings, table)
+    lines = [
+        "| Method | Classic path | Action | Policy | Deprecation | Sunset | New API |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in table.routes:
         p = plans[r.key]
         lines.append(
-            f"{r.method:<7} {r.template:<38} {r.action.kind:<8} {p.describe_policy():<24} "
-            f"{iso(p.sunset) or '-':<21} {describe(r)}"
+            f"| {r.method} | `{r.template}` | {r.action.kind} | {p.describe_policy()} | "
+            f"{iso(p.deprecation)} | {iso(p.sunset) or '-'} | {move_to(r)} |"
         )
     return "\n".join(lines)
 
@@ -122,11 +188,15 @@ def build_report(
     }
 
 
+INDENT = 2
+
+
 def _cell(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def format_report(report: dict[str, Any], fmt: str = "table") -> str:
+def format_report(report: dict[str, Any], fmt: str = "table", width: int | None = None) -> str:
+    """JSON, Markdown, or the table form as plain text `width` columns wide (None: rows never wrap)."""
     if fmt == "json":
         return json.dumps(report, indent=2)
     since = report["since"]
@@ -162,23 +232,60 @@ def format_report(report: dict[str, Any], fmt: str = "table") -> str:
             out.append("None.")
         out += ["", f"Migration guide: {report['guide']}", ""]
         return "\n".join(out)
-    # table
-    rows = [[_cell(d[c]) for c in cols] for d in report["in_use"]]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(heads)]
-    out = [f"Classic API migration report — {report['generated_at']} — record {report['record']}", summary, ""]
-    out.append("Legacy endpoints still in use:")
-    if rows:
-        out.append("  " + "  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip())
+    return plain(report_view(report, width or UNBOUNDED), width)
+
+
+def _when(v: str | None) -> str:
+    """An ISO instant with a space for the T, so that a narrow column wraps it between date and time."""
+    return "-" if v is None else v.replace("T", " ")
+
+
+def report_view(report: dict[str, Any], width: int = UNBOUNDED) -> list[RenderableType]:
+    """The report's table form for a terminal `width` wide: cells wrap, rows do not."""
+    since = report["since"]
+    ready_title = f"no traffic since {since}" if since else "no traffic recorded"
+    s = report["summary"]
+    summary = (
+        f"{s['callers']} caller(s), {s['endpoints_in_use']} legacy endpoint(s) in use, {s['requests']} request(s); "
+        f"{s['ready_to_switch_off']} route(s) ready to switch off ({ready_title})"
+    )
+    heads = ("CALLER", "CLIENT", "LEGACY ENDPOINT", "COUNT", "410s", "FIRST SEEN", "LAST SEEN", "MOVE TO")
+    items: list[RenderableType] = [
+        Text(f"Classic API migration report — {report['generated_at']} — record {report['record']}"),
+        Text(summary), Text(""), Text("Legacy endpoints still in use:", style="bold"),
+    ]
+    if report["in_use"]:
+        rows = [
+            [cell(d["caller"]), cell(d["client"]), cell(d["endpoint"]), cell(d["count"]),
+             cell(d["answered_410"], "red" if d["answered_410"] else ""), cell(_when(d["first_seen"])),
+             cell(_when(d["last_seen"])), cell(d["move_to"], "green")]
+            for d in report["in_use"]
+        ]
+        natural = [max(len(h), *(r[i].cell_len for r in rows)) for i, h in enumerate(heads)]
+        room = max(width - INDENT - GAP * (len(heads) - 1), len(heads))
+        widths = fit(natural, [8, 8, 12, 5, 4, 10, 10, 12], room, [1, 1, 1.4, 1, 1, 0.7, 0.7, 1.4])
+        t = term_table(heads, widths)
         for r in rows:
-            out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+            t.add_row(*r)
+        items.append(Padding(t, (0, 0, 0, INDENT), expand=False))
     else:
-        out.append("  none")
-    out += ["", f"Ready to switch off ({ready_title}; set policy = \"gone\" or a brownout in [routes]):"]
+        items.append(Text("  none"))
+    items += [Text(""), Text(f"Ready to switch off ({ready_title}; set policy = \"gone\" or a brownout in [routes]):",
+                             style="bold")]
     if report["ready_to_switch_off"]:
-        for d in report["ready_to_switch_off"]:
-            last = f"last seen {d['last_seen']}" if d["last_seen"] else "never seen"
-            out.append(f"  {d['endpoint']:<44} {last:<30} -> {d['move_to']}")
+        rows = [
+            [cell(d["endpoint"]), cell(f"last seen {d['last_seen']}" if d["last_seen"] else "never seen"),
+             cell(f"-> {d['move_to']}")]
+            for d in report["ready_to_switch_off"]
+        ]
+        natural = [max(r[i].cell_len for r in rows) for i in range(3)]
+        room = max(width - INDENT - GAP * 2, 3)
+        widths = fit(natural, [16, 10, 12], room, [1.2, 1, 1])
+        t = term_table(("", "", ""), widths, show_header=False)
+        for r in rows:
+            t.add_row(*r)
+        items.append(Padding(t, (0, 0, 0, INDENT), expand=False))
     else:
-        out.append("  none")
-    out += ["", f"Migration guide: {report['guide']}"]
-    return "\n".join(out)
+        items.append(Text("  none"))
+    items += [Text(""), Text(f"Migration guide: {report['guide']}")]
+    return items
