@@ -12,6 +12,10 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
+from rich.console import RenderableType
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
 from ..app import ProxyApp
 from ..call import Call
@@ -19,6 +23,7 @@ from ..classic.routes import RouteTable, describe, normalize
 from ..config import Settings, load_settings
 from ..errors import MethodNotAllowed, ProxyError
 from ..phaseout.policy import CODE_BROWNOUT, PhaseOut, move_to
+from ..terminal import GAP, emit_view, plain, write
 
 
 class _DryRun(PhaseOut):
@@ -173,47 +178,66 @@ async def explain_request(
     return out
 
 
-def format_explanation(x: dict[str, Any]) -> str:
+_LABEL = 16  # "Classic request" and the other labels; values start at column 18, as they always did
+
+
+def _block(lines: list[str], indent: int, style: str = "") -> RenderableType:
+    """Lines shown `indent` columns in; a line too long for the terminal wraps inside that margin."""
+    return Padding(Text("\n".join(lines), style=style), (0, 0, 0, indent), expand=False)
+
+
+def explain_view(x: dict[str, Any]) -> list[RenderableType]:
+    """The explanation for a terminal: labelled rows whose values wrap, the answers indented."""
     req = x["request"]
-    lines = [f"Classic request   {req['method']} {req['target']}"]
+    grid = Table.grid(padding=(0, GAP, 0, 0))
+    grid.add_column(width=_LABEL, no_wrap=True, style="bold")
+    grid.add_column(overflow="fold")
+    grid.add_row("Classic request", Text(f"{req['method']} {req['target']}"))
     for k, v in req["headers"]:
-        lines.append(f"                  {k}: {v}")
+        grid.add_row("", Text(f"{k}: {v}"))
     if req["body"] is not None:
-        lines.append("                  body: " + json.dumps(req["body"]))
+        grid.add_row("", Text("body: " + json.dumps(req["body"])))
     r = x["route"]
     if r is None and x.get("allowed_methods"):
         allowed = ", ".join(x["allowed_methods"])
-        lines.append(f"Route             none for {req['method']}: the Classic path is known, for {allowed} only "
-                     f"(405 Method Not Allowed)")
+        grid.add_row("Route", Text(f"none for {req['method']}: the Classic path is known, for {allowed} only "
+                                   "(405 Method Not Allowed)", style="yellow"))
     elif r is None:
-        lines.append("Route             none: not a Classic endpoint the proxy knows")
+        grid.add_row("Route", Text("none: not a Classic endpoint the proxy knows", style="yellow"))
     else:
-        lines.append(f"Route             {r['key']}  [{r['section']}]  {r['action']}")
-        lines.append(f"                  {r['maps_to']}")
-        lines.append(f"Policy            {r['policy']}")
+        grid.add_row("Route", Text(f"{r['key']}  [{r['section']}]  {r['action']}"))
+        grid.add_row("", Text(r["maps_to"], style="dim"))
+        grid.add_row("Policy", Text(r["policy"]))
         if "instance" in r:
-            lines.append(f"Instance          {r['instance']}")
+            grid.add_row("Instance", Text(r["instance"]))
+    items: list[RenderableType] = [grid]
     up = x["upstream"]
     if up is not None:
-        lines += ["", "Upstream request (dry run: not sent)", f"  {up['method']} {up['url']}"]
-        lines += [f"  {k}: {v}" for k, v in up["headers"]]
+        items += [Text(""), Text("Upstream request (dry run: not sent)", style="bold green")]
+        lines = [f"{up['method']} {up['url']}", *(f"{k}: {v}" for k, v in up["headers"])]
+        items.append(_block(lines, 2))
         if up["body"] is not None:
-            lines.append("  body:")
-            lines += ["    " + ln for ln in json.dumps(up["body"], indent=2).splitlines()]
+            items += [_block(["body:"], 2), _block(json.dumps(up["body"], indent=2).splitlines(), 4)]
     else:
         a = x["answer"]
         how = {"local": "answered by the proxy", "gone": "410: removed from the new API",
                "disabled": "410: switched off by policy", "brownout": "410: brownout"}.get(x["outcome"], "refused")
-        lines += ["", f"Answer ({how}; nothing would be forwarded)", f"  HTTP {a['status']}"]
-        lines += [f"  {k}: {v}" for k, v in a["headers"]]
+        items += [Text(""), Text(f"Answer ({how}; nothing would be forwarded)", style="bold")]
+        items.append(_block([f"HTTP {a['status']}"], 2, "green" if a["status"] < 400 else "red"))
+        items.append(_block([f"{k}: {v}" for k, v in a["headers"]], 2))
         if a["body"] is not None:
-            lines += ["  " + ln for ln in json.dumps(a["body"], indent=2).splitlines()]
+            items.append(_block(json.dumps(a["body"], indent=2).splitlines(), 2))
     if x["phaseout_headers"]:
-        lines += ["", "Phase-out headers on the answer"]
-        lines += [f"  {k}: {v}" for k, v in x["phaseout_headers"].items()]
+        items += [Text(""), Text("Phase-out headers on the answer", style="bold")]
+        items.append(_block([f"{k}: {v}" for k, v in x["phaseout_headers"].items()], 2))
     for n in x["notes"]:
-        lines.append(f"note: {n}")
-    return "\n".join(lines)
+        items.append(Text(f"note: {n}", style="yellow"))
+    return items
+
+
+def format_explanation(x: dict[str, Any], width: int | None = None) -> str:
+    """The explanation as plain text `width` columns wide (None: lines never wrap)."""
+    return plain(explain_view(x), width)
 
 
 #: An HTTP method is a token (RFC 9110 5.6.2).
@@ -279,7 +303,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"qiskit-classic-proxy explain: {method} {path}: cannot be sent as an HTTP request ({exc})",
               file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2) if args.format == "json" else format_explanation(result))
+    if args.format == "json":
+        write(json.dumps(result, indent=2))
+    else:
+        emit_view(explain_view(result))
     return 0
 
 
