@@ -11,12 +11,13 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from itertools import groupby
 from datetime import datetime, timedelta, timezone
+from itertools import groupby
 from typing import Any
 
 from rich.console import RenderableType
 from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
 
 from ..classic.routes import SECTION_TITLES, RouteTable, describe_parts
@@ -25,7 +26,6 @@ from ..terminal import GAP, UNBOUNDED, cell, fit, plain
 from ..terminal import table as term_table
 from .policy import build_plans, iso, move_to, parse_instant
 from .usage import UsageRow
-
 
 #: Colours of the route actions and policies on a terminal.
 ACTION_STYLE = {"forward": "green", "local": "cyan", "gone": "red"}
@@ -240,6 +240,51 @@ def _when(v: str | None) -> str:
     return "-" if v is None else v.replace("T", " ")
 
 
+_KEY = re.compile(r"(?:-> )?[A-Z]+ (/\S*)")
+
+
+def wrap_key(key: str, width: int, style: str = "") -> Text:
+    """ "GET /a/b/c" (or "-> GET /a/b") in a column `width` wide: the path broken after a "/"."""
+    m = _KEY.fullmatch(key)
+    if m is None or len(key) <= width:
+        return Text(key, style=style)
+    head = key[: m.start(1)]
+    lines = wrap_path(m.group(1), max(width - len(head), 8)).plain.split("\n")
+    first = head + lines[0] if len(head) + len(lines[0]) <= width else head.rstrip() + "\n" + lines[0]
+    return Text("\n".join([first, *lines[1:]]), style=style)
+
+
+def _in_use_table(in_use: list[dict[str, Any]], width: int) -> Table:
+    """Who calls what: eight columns where they fit; in a narrower terminal the client goes under
+    the caller and FIRST SEEN is left out (the JSON and Markdown forms have everything)."""
+    wide_heads = ("CALLER", "CLIENT", "LEGACY ENDPOINT", "COUNT", "410s", "FIRST SEEN", "LAST SEEN", "MOVE TO")
+    wide = [
+        [d["caller"], d["client"], d["endpoint"], str(d["count"]), str(d["answered_410"]), _when(d["first_seen"]),
+         _when(d["last_seen"]), d["move_to"]]
+        for d in in_use
+    ]
+    natural = [max(len(h), *(len(r[i]) for r in wide)) for i, h in enumerate(wide_heads)]
+    if sum(natural) + GAP * (len(natural) - 1) <= width:
+        t = term_table(wide_heads, natural)
+        for r, d in zip(wide, in_use, strict=True):
+            t.add_row(*map(cell, r[:4]), cell(r[4], "red" if d["answered_410"] else ""), *map(cell, r[5:7]),
+                      cell(r[7], "green"))
+        return t
+    heads = ("CALLER / CLIENT", "LEGACY ENDPOINT", "COUNT", "410s", "LAST SEEN", "MOVE TO")
+    natural = [max(len(heads[0]), *(max(len(r[0]), len(r[1])) for r in wide)),
+               max(len(heads[1]), *(len(r[2]) for r in wide)), 5, 4, max(len(heads[4]), *(len(r[6]) for r in wide)),
+               max(len(heads[5]), *(len(r[7]) for r in wide))]
+    widths = fit(natural, [15, 14, 5, 4, 10, 12], max(width - GAP * (len(heads) - 1), len(heads)),
+                 [1.2, 1.5, 1, 1, 0.6, 1.5])
+    t = term_table(heads, widths)
+    for r, d in zip(wide, in_use, strict=True):
+        who = Text(r[0])
+        who.append("\n" + r[1], style="dim")
+        t.add_row(who, wrap_key(r[2], widths[1]), cell(r[3]), cell(r[4], "red" if d["answered_410"] else ""),
+                  cell(r[6]), wrap_key(r[7], widths[5], "green"))
+    return t
+
+
 def report_view(report: dict[str, Any], width: int = UNBOUNDED) -> list[RenderableType]:
     """The report's table form for a terminal `width` wide: cells wrap, rows do not."""
     since = report["since"]
@@ -249,41 +294,27 @@ def report_view(report: dict[str, Any], width: int = UNBOUNDED) -> list[Renderab
         f"{s['callers']} caller(s), {s['endpoints_in_use']} legacy endpoint(s) in use, {s['requests']} request(s); "
         f"{s['ready_to_switch_off']} route(s) ready to switch off ({ready_title})"
     )
-    heads = ("CALLER", "CLIENT", "LEGACY ENDPOINT", "COUNT", "410s", "FIRST SEEN", "LAST SEEN", "MOVE TO")
     items: list[RenderableType] = [
         Text(f"Classic API migration report — {report['generated_at']} — record {report['record']}"),
         Text(summary), Text(""), Text("Legacy endpoints still in use:", style="bold"),
     ]
     if report["in_use"]:
-        rows = [
-            [cell(d["caller"]), cell(d["client"]), cell(d["endpoint"]), cell(d["count"]),
-             cell(d["answered_410"], "red" if d["answered_410"] else ""), cell(_when(d["first_seen"])),
-             cell(_when(d["last_seen"])), cell(d["move_to"], "green")]
-            for d in report["in_use"]
-        ]
-        natural = [max(len(h), *(r[i].cell_len for r in rows)) for i, h in enumerate(heads)]
-        room = max(width - INDENT - GAP * (len(heads) - 1), len(heads))
-        widths = fit(natural, [8, 8, 12, 5, 4, 10, 10, 12], room, [1, 1, 1.4, 1, 1, 0.7, 0.7, 1.4])
-        t = term_table(heads, widths)
-        for r in rows:
-            t.add_row(*r)
-        items.append(Padding(t, (0, 0, 0, INDENT), expand=False))
+        items.append(Padding(_in_use_table(report["in_use"], width - INDENT), (0, 0, 0, INDENT), expand=False))
     else:
         items.append(Text("  none"))
     items += [Text(""), Text(f"Ready to switch off ({ready_title}; set policy = \"gone\" or a brownout in [routes]):",
                              style="bold")]
     if report["ready_to_switch_off"]:
-        rows = [
-            [cell(d["endpoint"]), cell(f"last seen {d['last_seen']}" if d["last_seen"] else "never seen"),
-             cell(f"-> {d['move_to']}")]
+        ready = [
+            (d["endpoint"], f"last seen {d['last_seen']}" if d["last_seen"] else "never seen", f"-> {d['move_to']}")
             for d in report["ready_to_switch_off"]
         ]
-        natural = [max(r[i].cell_len for r in rows) for i in range(3)]
+        natural = [max(len(r[i]) for r in ready) for i in range(3)]
         room = max(width - INDENT - GAP * 2, 3)
         widths = fit(natural, [16, 10, 12], room, [1.2, 1, 1])
         t = term_table(("", "", ""), widths, show_header=False)
-        for r in rows:
-            t.add_row(*r)
+        for key, last, move in ready:
+            t.add_row(wrap_key(key, widths[0]), cell(last), wrap_key(move, widths[2], "green"))
         items.append(Padding(t, (0, 0, 0, INDENT), expand=False))
     else:
         items.append(Text("  none"))
