@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import AsyncIterator, Iterable
@@ -260,6 +261,8 @@ def read_request(args: argparse.Namespace) -> tuple[str, str, bytes | None, list
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
         raise UsageProblem(f"PATH {path!r} contains control characters")
     path = path if path.startswith("/") else "/" + path
+    # Bytes past ASCII travel percent-encoded, as a client sends them (the shell may pass non-UTF-8).
+    path = "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in os.fsencode(path))
     headers: list[tuple[str, str]] = []
     for h in args.header or []:
         name, sep, value = h.partition(":")
@@ -279,7 +282,7 @@ def read_request(args: argparse.Namespace) -> tuple[str, str, bytes | None, list
             except OSError as exc:
                 raise UsageProblem(f"--data {raw}: cannot read {raw[1:]!r}: {exc.strerror or exc}") from None
         else:
-            data = raw.encode()
+            data = os.fsencode(raw)  # the bytes given, even when they are not UTF-8
         try:
             json.loads(data)
         except ValueError:
