@@ -74,7 +74,7 @@ def routes_view(settings: Settings, table: RouteTable | None = None, width: int 
             cells.append(cell(iso(plan.sunset) or "-"))
         rows.append((r.section, [*cells, target]))
     natural = [max(len(h), *(c[i].cell_len for _, c in rows)) for i, h in enumerate(heads)]
-    minimum = [6, 16, 7, *([9] if show_policy else []), *([10] if show_sunset else []), 16]
+    minimum = [6, 8, 7, *([9] if show_policy else []), *([10] if show_sunset else []), 8]
     weight = [1.0, 1.0, 1.0, *([0.6] if show_policy else []), *([0.6] if show_sunset else []), 1.3]
     widths = fit(natural, minimum, max(width - GAP * (len(heads) - 1), len(heads)), weight)
     items: list[RenderableType] = []
