@@ -86,3 +86,57 @@ def test_serve_names_a_ca_dir_it_cannot_use(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "proxy", "serve", "--intercept-port", "0"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "QCP_CA_DIR" in r.stderr and "Traceback" not in r.stderr
+
+
+#: Loaded by every process of the server below (PYTHONPATH): a worker's shutdown reaches the shared
+#: store's close() in the loop turn its sync task finishes a round, the moment the bug needs.
+_CLOSE_AS_A_ROUND_ENDS = '''
+import asyncio
+from proxy import store
+
+_sync, _close = store.PostgresStore._sync, store.PostgresStore.close
+
+
+async def _sync_then_tell(self):
+    await _sync(self)
+    ended = getattr(self, "_round_ended", None)
+    if ended is not None:
+        ended.set()
+
+
+async def _close_as_a_round_ends(self):
+    self._round_ended = asyncio.Event()
+    await self._round_ended.wait()
+    await _close(self)
+
+
+store.PostgresStore._sync = _sync_then_tell
+store.PostgresStore.close = _close_as_a_round_ends
+'''
+
+
+def test_sigterm_stops_every_worker_even_as_a_shared_state_round_ends(
+    emulator: EmulatorHandle, pg_url: str, tmp_path: Path
+) -> None:
+    """Regression: a `serve --workers 2` worker on PostgreSQL sometimes ignored SIGTERM for good (seen
+    in tests/test_replicas.py under load). Its shutdown cancelled the store's sync task as a round
+    ended; Python 3.11's wait_for dropped that cancel and the lifespan shutdown waited forever."""
+    (tmp_path / "sitecustomize.py").write_text(_CLOSE_AS_A_ROUND_ENDS)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QCP_", "PROMETHEUS_"))}
+    env.update(
+        QCP_API_KEY=DEMO_API_KEY, QCP_SERVICE_CRN=DEMO_CRN, QCP_UPSTREAM_URL=emulator.url + "/api",
+        QCP_IAM_URL=emulator.url + "/identity/token", QCP_USAGE_DB=pg_url, QCP_METRICS_DIR=str(tmp_path / "m"),
+        PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        wait_until_ok(f"http://127.0.0.1:{port}/readyz", proc, timeout=60)
+    finally:
+        out = stop_process(proc, timeout=60)  # the whole group is killed if it does not stop
+    # The output is read to its end: every process that shared it (both workers) is gone.
+    assert proc.returncode in (0, -signal.SIGTERM), f"did not stop on SIGTERM ({proc.returncode}):\n{out[-3000:]}"
+    assert out.count("Application shutdown complete") == 2, out[-3000:]
