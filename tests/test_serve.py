@@ -16,6 +16,7 @@ from proxy.emulator import DEMO_API_KEY, DEMO_CRN
 from proxy.serving import free_port
 
 from .conftest import EmulatorHandle, stop_process, wait_until_ok
+from .pgserver import PostgresServer
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -140,3 +141,59 @@ def test_sigterm_stops_every_worker_even_as_a_shared_state_round_ends(
     # The output is read to its end: every process that shared it (both workers) is gone.
     assert proc.returncode in (0, -signal.SIGTERM), f"did not stop on SIGTERM ({proc.returncode}):\n{out[-3000:]}"
     assert out.count("Application shutdown complete") == 2, out[-3000:]
+
+
+def _server_processes(postmaster: int) -> list[int]:
+    """The PostgreSQL postmaster and its children (backends, checkpointer...), from /proc."""
+    pids = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_sigterm_stops_every_worker_while_the_database_accepts_and_never_answers(
+    emulator: EmulatorHandle, postgres: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    """Regression (same bug, the other way in): with PostgreSQL frozen (SIGSTOP: connections open,
+    no answer, as a hung server or a partition without resets), the usage record's write blocked
+    for good holding its lock, and the worker's shutdown waited on that lock: SIGTERM never ended it.
+    Now the shutdown gives the last write a bounded time, logs what it could not write, and exits."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QCP_", "PROMETHEUS_"))}
+    env.update(
+        QCP_API_KEY=DEMO_API_KEY, QCP_SERVICE_CRN=DEMO_CRN, QCP_UPSTREAM_URL=emulator.url + "/api",
+        QCP_IAM_URL=emulator.url + "/identity/token", QCP_USAGE_DB=pg_url, QCP_METRICS_DIR=str(tmp_path / "m"),
+        QCP_CLIENT_TOKENS="ci=ci-client-token-1",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    frozen: list[int] = []
+    try:
+        wait_until_ok(f"http://127.0.0.1:{port}/readyz", proc, timeout=60)
+        postmaster = int((postgres.datadir / "postmaster.pid").read_text().split()[0])
+        frozen = _server_processes(postmaster)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        # Counted after the freeze, so some write is still to come when SIGTERM arrives.
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20, trust_env=False) as c:
+            for _ in range(10):
+                c.get("/runtime/backends", headers={"Authorization": "Bearer ci-client-token-1"})
+        out = stop_process(proc, timeout=60)  # the whole group is killed if it does not stop
+    finally:
+        if proc.poll() is None:
+            stop_process(proc, timeout=60)
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    assert proc.returncode in (0, -signal.SIGTERM), f"did not stop on SIGTERM ({proc.returncode}):\n{out[-3000:]}"
+    assert "could not be written" in out, out[-3000:]  # said, not silently dropped
+    assert postgres.password not in out
