@@ -105,6 +105,7 @@ def main() -> int:
     ap.add_argument("--src", default=None, help="a directory holding another proxy/ package to measure instead of this tree")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (callgrind dumps)")
     ap.add_argument("--pyspy", action="store_true", help="py-spy record (raw stacks) during each measured run, into the work dir")
+    ap.add_argument("--strace", action="store_true", help="count the proxy's syscalls per request (strace -c) during each measured run")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the proxy (repeatable)")
     args = ap.parse_args()
     if args.callgrind:
@@ -149,11 +150,25 @@ def main() -> int:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
                 time.sleep(1)
+            tracer = None
+            if args.strace:
+                tracer = subprocess.Popen(
+                    ["strace", "-c", "-f", "-o", str(work / f"strace-{key}.txt"), "-p", str(px.pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1)
             cpu0, t0 = run.cpu_seconds(run.tree(px.pid)), time.monotonic()
             got = drive(px.url, req, args.requests, args.connections)
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
+            if tracer is not None:
+                tracer.send_signal(2)
+                tracer.wait(30)
+                for line in (work / f"strace-{key}.txt").read_text().splitlines():
+                    f = line.split()
+                    if len(f) >= 5 and f[3].isdigit() and f[-1] != "total":
+                        print(f"  {f[-1]:<16} {int(f[3]) / got['ok']:6.2f} per request") if int(f[3]) >= got["ok"] // 10 else None
             used, wall = run.cpu_seconds(run.tree(px.pid)) - cpu0, time.monotonic() - t0
             if args.callgrind:
                 callgrind_control(px.pid, "-d", key)
