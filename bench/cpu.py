@@ -8,7 +8,8 @@
 Why not bench/run.py: req/s and p99 move with whatever else the machine runs; the proxy's CPU for
 a fixed count of requests moves far less, and callgrind's instruction count not at all, so a change
 of a few per cent shows. Same upstream nginx and cases as bench/run.py (its `Bench`), same proxy
-configuration (every feature on, access log to /dev/null); the client is a small asyncio program in
+configuration (every feature on; its stderr, the access log, goes to proxy.log in the work dir, written in
+batches as in production); the client is a small asyncio program in
 its own process (`C` keep-alive connections, one request in flight on each, `N` requests in all).
 """
 
@@ -133,8 +134,18 @@ def main() -> int:
         cmd = [sys.executable, "-m", "proxy", "serve"]
         if args.callgrind:
             cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.%p", *cmd]
-        px = b.spawn("proxy", cmd, f"http://127.0.0.1:{port}", env=env, log=args.callgrind)
-        px.ready_s = run.wait_http(px.url + "/readyz", timeout=600 if args.callgrind else 60)
+        px = b.spawn("proxy", cmd, f"http://127.0.0.1:{port}", env=env, log=True)
+        deadline = time.monotonic() + (600 if args.callgrind else 60)
+        while True:  # fail at once (with the proxy's own words) if it exits instead of starting
+            if px.popen.poll() is not None:
+                print((work / "proxy.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise SystemExit(f"the proxy exited with {px.popen.returncode} before it was ready")
+            try:
+                px.ready_s = run.wait_http(px.url + "/readyz", timeout=5)
+                break
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
         results: dict[str, float] = {}
         for key in args.cases.split(","):
             case = cases.BY_KEY[key]
