@@ -1029,6 +1029,12 @@ def settle(server: Proc, limit: float = 15.0) -> None:
 COMPARE_CASES = ("job", "job_list", "status", "submit_10k")
 
 
+def _short(rev: str) -> str:
+    """`rev` as a short commit hash (the report names what was measured, not a moving branch name)."""
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True)
+    return out.stdout.strip() or rev
+
+
 def compare_revisions(b: Bench, up: Proc, revs: list[str]) -> str:
     """The proxy of each git revision (its proxy/ exported into the work dir) and of this tree,
     same upstream, same run: 32 connections on a few cases, the revisions back to back per case."""
@@ -1053,12 +1059,11 @@ def compare_revisions(b: Bench, up: Proc, revs: list[str]) -> str:
         b.stop(p)
     names = [n for n, _ in procs]
     lines = [
-        "## Before/after: the #11 layout refactor, and this tree",
+        "## Before/after: other revisions and this tree",
         "",
         f"Each revision's `proxy/` (`git archive`), started the same way on the same installed dependencies, same "
         f"upstream, 32 connections, {b.args.duration:g} s per run, the revisions back to back per route "
-        f"({', '.join(f'`{r}`' for r in revs)}: `6270cdf` is the last commit before the layout refactor of #11, "
-        "`70ca43a` the refactor's merge). req/s and the proxy's CPU µs per request:",
+        f"({', '.join(f'`{r}` = `{_short(r)}`' for r in revs)}). req/s and the proxy's CPU µs per request:",
         "",
         "| route | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),

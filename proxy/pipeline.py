@@ -47,7 +47,7 @@ from .phaseout.policy import PhaseOut
 from .programs import RUNNERS, V1_PRIMITIVES, Programs, may_be_v1, restore_job
 from .store import PostgresStore, is_postgres
 from .submissions import Submissions, created_answer, mark, mark_spooled, not_found
-from .upstream.client import Upstream, response_headers
+from .upstream.client import Upstream, raw_chunks, read, response_headers
 from .upstream.iam import TokenProvider
 
 log = logging.getLogger("qiskit_classic_proxy")
@@ -378,7 +378,7 @@ class Pipeline:
         headers = [*self._upstream_headers(call, buffered=True, has_body=False), ("service-crn", call.crn)]
         resp = await self._open_once(call, "GET", path, b"", headers, None)
         try:
-            return resp.status_code, await resp.aread()
+            return resp.status_code, await read(resp)
         finally:
             await resp.aclose()
 
@@ -491,7 +491,7 @@ class Pipeline:
         assert self.upstream is not None
         status = resp.status_code
         try:
-            data = await resp.aread()
+            data = await read(resp)
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"the new API broke off its answer ({type(exc).__name__}): "
@@ -524,7 +524,7 @@ class Pipeline:
         watcher: asyncio.Future[Any] | None = None
         chunks = 0
         try:
-            async for chunk in resp.aiter_raw():
+            async for chunk in raw_chunks(resp):
                 if not chunk:
                     continue
                 chunks += 1

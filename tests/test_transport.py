@@ -597,3 +597,40 @@ def test_native_https(tmp_path: Any) -> None:
         asyncio.run(go())
     finally:
         server.stop()
+
+
+async def test_fast_read_gives_what_aread_gives_and_frees_the_connection(
+    Transport: Any, upstream: tuple[str, Upstream]
+) -> None:
+    """proxy.upstream.client.read/raw_chunks (the hot path's shortcuts past httpx's generators):
+    same bytes, same end state (consumed, closed, one keep-alive connection for all), and a coded
+    body still goes through aread (decoded, as before)."""
+    from proxy.upstream.client import raw_chunks, read
+
+    url, app = upstream
+    t = Transport(max_connections=1)
+    try:
+        app.clients.clear()
+        r = await t.send_fast("GET", url + "/echo", [], None, T)
+        expected = await r.aread()
+        await r.aclose()
+        for _ in range(3):
+            r = await t.send_fast("GET", url + "/echo", [], None, {**T, "pool": 0.5})  # pool of 1: freed
+            assert await read(r) == expected
+            assert r.is_stream_consumed and r.is_closed and r.content == expected
+            assert await read(r) == expected  # twice, like aread
+        r = await t.send_fast("GET", url + "/echo", [], None, {**T, "pool": 0.5})
+        assert b"".join([c async for c in raw_chunks(r)]) == expected
+        with pytest.raises(httpx.StreamConsumed):
+            [c async for c in r.aiter_raw()]
+        await r.aclose()
+        assert len(set(app.clients)) == 1
+        r = await t.send_fast("GET", url + "/gzip", [("accept-encoding", "gzip")], None, {**T, "pool": 0.5})
+        assert await read(r) == b'{"compressed":true}'  # content coding undone, as aread does
+        await r.aclose()
+        r = await t.send_fast("GET", url + "/slow-body", [], None, {**T, "read": 0.2, "pool": 0.5})
+        with pytest.raises(httpx.ReadTimeout):
+            await read(r)
+        await r.aclose()
+    finally:
+        await t.aclose()

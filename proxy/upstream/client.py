@@ -92,6 +92,34 @@ def response_headers(headers: httpx.Headers, drop_length: bool = False) -> list[
     return [(k.lower(), v) for k, v in raw if k.lower() not in drop]
 
 
+async def read(resp: httpx.Response) -> bytes:
+    """`await resp.aread()`, the same bytes and the same end state (read, closed, connection back
+    in the pool), without httpx's three nested async generators and two context managers per
+    answer when the transport's stream can read its body whole (`NativeTransport`) and there is
+    no content coding to undo. Anything else goes through `aread`."""
+    read_all = getattr(resp.stream, "read_all", None)
+    if read_all is None or resp.is_stream_consumed or resp.is_closed or hasattr(resp, "_content"):
+        return await resp.aread()
+    for k, _ in resp.headers.raw:
+        if k.lower() == b"content-encoding":
+            return await resp.aread()
+    resp.is_stream_consumed = True
+    data: bytes = await read_all()
+    resp._content = data
+    await resp.aclose()
+    return data
+
+
+def raw_chunks(resp: httpx.Response) -> AsyncIterable[bytes]:
+    """`resp.aiter_raw()` without httpx's wrapping generator, when the transport's stream is
+    `NativeTransport`'s (it yields what it received, as aiter_raw would). The caller closes `resp`."""
+    stream = resp.stream
+    if getattr(stream, "read_all", None) is None or resp.is_stream_consumed or resp.is_closed:
+        return resp.aiter_raw()
+    resp.is_stream_consumed = True
+    return stream  # type: ignore[return-value]
+
+
 _DROP = frozenset(h.encode() for h in RESPONSE_DROP)
 _DROP_WITH_LENGTH = _DROP | {b"content-length", b"content-encoding"}
 

@@ -511,6 +511,20 @@ class _NativeStream(httpx.AsyncByteStream):
                 return
             await conn.wait(self._read_timeout, "body bytes")
 
+    async def read_all(self) -> bytes:
+        """The whole body, as iterating and joining would give it, without an async generator."""
+        conn = self._conn
+        parts: list[bytes] = []
+        while True:
+            if conn.chunks:
+                parts.append(conn.take_body())
+                continue
+            if conn.error is not None:
+                raise conn.error
+            if conn.complete:
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            await conn.wait(self._read_timeout, "body bytes")
+
     async def aclose(self) -> None:
         if self._done:
             return
