@@ -101,146 +101,178 @@ def parse_client_tokens(raw: str | list[str] | dict[str, str] | None) -> dict[st
 class RoutePolicy(BaseModel):
     """Per-route phase-out policy (see README, 'Phase-out')."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     policy: Literal["translate", "gone", "brownout"] = "translate"
-    #: brownout: fraction of requests (0..1) answered 410.
+    """translate (default), gone (every call answered 410) or brownout (some calls answered 410)."""
     brownout_share: float = Field(0.0, ge=0.0, le=1.0)
-    #: brownout: windows "2026-12-01T10:00:00Z/2026-12-01T11:00:00Z" answered 410.
+    """brownout: fraction of requests (0..1) answered 410."""
     brownout_windows: list[str] = Field(default_factory=list)
+    """brownout: windows "2026-12-01T10:00:00Z/2026-12-01T11:00:00Z" answered 410."""
     deprecation: datetime | None = None
+    """This route's Deprecation date (default: deprecation_date)."""
     sunset: datetime | None = None
-    #: job submissions: translate V1 primitive / circuit-runner jobs to V2 ("translate"), or refuse them.
+    """This route's Sunset date (default: sunset_date)."""
     programs: Literal["translate", "refuse"] = "translate"
+    """Job submissions: translate V1 primitive / circuit-runner jobs to V2 ("translate"), or refuse them."""
 
 
 class Settings(BaseSettings):
     """All settings. Env vars are `QCP_` + the upper-cased field name."""
 
-    model_config = SettingsConfigDict(env_prefix="QCP_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="QCP_", extra="forbid", validate_default=True, use_attribute_docstrings=True
+    )
     #: Where api_key / service_crn came from (setting -> "QCP_API_KEY", "saved account 'x' (...)", ...).
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    #: Where every value came from (file:line, env var, flag, secret file); set by load_settings.
+    _origins: dict[str, Origin] = PrivateAttr(default_factory=dict)
 
     # --- the new API and IAM -------------------------------------------------------------
     api_key: SecretStr | None = None
+    """IBM Cloud API key, exchanged for IAM bearer tokens (secret; or api_key_file, QISKIT_IBM_TOKEN)."""
     service_crn: str | None = None
+    """CRN of the Qiskit Runtime instance, sent as Service-CRN (or QISKIT_IBM_INSTANCE)."""
     upstream_url: str | None = None
+    """Base URL of the new API (default: from the CRN's region, e.g. https://quantum.cloud.ibm.com/api)."""
     iam_url: str = DEFAULT_IAM_URL
+    """IBM Cloud IAM token endpoint."""
     api_version: str = DEFAULT_API_VERSION
-    #: Extra legacy instances: {"hub/group/project": "crn:..."}; env as JSON.
+    """IBM-API-Version sent upstream, YYYY-MM-DD (pinned so upstream behaviour does not drift)."""
     instances: dict[str, str] = Field(default_factory=dict)
-    #: The legacy name the default instance (QCP_SERVICE_CRN) is shown under.
+    """Extra legacy instances {"hub/group/project": "crn:..."} (env: JSON)."""
     default_instance: str = DEFAULT_INSTANCE
+    """The legacy hub/group/project name the default instance (service_crn) is shown under."""
 
     # --- who may call ----------------------------------------------------------------------
-    #: Tokens callers must present: "name=token" or bare "token" entries (env: comma-separated).
     client_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    #: Base URL the proxy advertises to legacy SDKs in /users/me (default: as the caller reached it).
+    """Tokens callers must present: "name=token" or bare "token" (env: comma-separated; default: none)."""
     public_url: str | None = None
+    """Base URL the proxy advertises to legacy SDKs in /users/me (default: as the caller reached it)."""
 
     # --- serving -----------------------------------------------------------------------------
     host: str = "127.0.0.1"
+    """Bind address (beyond loopback only with client_tokens)."""
     port: int = Field(8080, ge=0, le=65535)
+    """Bind port (0 = any free port)."""
     workers: int = Field(1, ge=1, le=64)
+    """Worker processes."""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    """Log level: critical, error, warning, info or debug."""
     log_format: Literal["text", "json"] = "text"
+    """Log format: text or json (one JSON object a line, uvicorn's lines too)."""
     access_log: bool = True
+    """Log one line per request."""
     max_body_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    """Largest request body accepted, bytes (-> 413)."""
 
     # --- timeouts (seconds) ----------------------------------------------------------------
     connect_timeout: float = Field(5.0, gt=0)
+    """Upstream connect timeout, seconds."""
     read_timeout: float = Field(60.0, gt=0)
+    """Upstream read timeout, seconds."""
     write_timeout: float = Field(60.0, gt=0)
+    """Upstream write timeout, seconds."""
     pool_timeout: float = Field(5.0, gt=0)
-    #: Read timeout for job/session creation: the SDKs themselves wait up to 900 s.
+    """Seconds to wait for a free upstream connection."""
     submit_timeout: float = Field(900.0, gt=0)
+    """Read timeout for job/session creation, seconds (the SDKs themselves wait up to 900 s)."""
     iam_timeout: float = Field(10.0, gt=0)
-    #: Upstream HTTP client transport: "native" (asyncio + httptools, fastest: BENCHMARKS.md),
-    #: "aiohttp", or "httpx" (httpcore's pool).
+    """Timeout of an IAM token request, seconds."""
     transport: Literal["native", "aiohttp", "httpx"] = "native"
-    #: Max simultaneous upstream connections.
+    """Upstream HTTP client: native (asyncio + httptools, fastest), aiohttp, or httpx."""
     max_connections: int = Field(256, ge=1)
+    """Max simultaneous upstream connections."""
 
     # --- hardening (SECURITY.md) ---------------------------------------------------------------
-    #: Tag every forwarded job submission (qcp:req:<uuid>) to find it again when its answer is lost.
     submission_marker: bool = True
-    #: How long to look for a submission whose answer was lost before answering 409.
+    """Tag every forwarded job submission (qcp:req:<uuid>) to find it again when its answer is lost."""
     submission_recovery_seconds: float = Field(10.0, ge=0, le=300)
-    #: Request line + headers, in bytes (nginx: 4 x 8 KiB; Envoy: 60 KiB) -> 431.
+    """How long to look for a submission whose answer was lost before answering 409, seconds."""
     max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
-    #: Header fields per request (Envoy's default) -> 431.
+    """Request line + headers, bytes (-> 431; nginx: 4 x 8 KiB, Envoy: 60 KiB)."""
     max_header_count: int = Field(100, ge=8, le=10_000)
-    #: Seconds a caller may take to send the request line and headers (slowloris) -> closed.
+    """Header fields per request (-> 431; Envoy's default)."""
     header_timeout: float = Field(10.0, gt=0)
-    #: Seconds an idle keep-alive connection stays open.
+    """Seconds a caller may take to send the request line and headers (slowloris; then closed)."""
     keepalive_timeout: float = Field(5.0, gt=0)
-    #: Simultaneous caller connections per server process -> 503 with Retry-After above it.
+    """Seconds an idle keep-alive connection stays open."""
     max_client_connections: int = Field(1000, ge=1)
-    #: Nesting depth and element count of JSON bodies the proxy rewrites -> 400.
+    """Simultaneous caller connections per server process (-> 503 with Retry-After above it)."""
     max_json_depth: int = Field(128, ge=2, le=10_000)
+    """Nesting depth of JSON bodies the proxy rewrites (-> 400)."""
     max_json_elements: int = Field(1_000_000, ge=16)
-    #: Wrong client tokens per source address within `auth_failure_window` s before 429.
+    """Element count of JSON bodies the proxy rewrites (-> 400)."""
     auth_failure_burst: int = Field(20, ge=1)
+    """Wrong client tokens per source address within auth_failure_window before 429."""
     auth_failure_window: float = Field(60.0, gt=0)
+    """The window auth_failure_burst counts in, seconds."""
 
     # --- phase-out ---------------------------------------------------------------------------
     deprecation_date: datetime | None = None
+    """Deprecation header date (default: 2025-07-01, when IBM retired Classic)."""
     sunset_date: datetime | None = None
+    """Sunset header date, informational (default: none, no Sunset header)."""
     migration_guide_url: str = MIGRATION_GUIDE_URL
-    #: {"GET /usage": {"policy": "gone"}, ...} keyed by "METHOD /legacy/template".
+    """The migration guide the Link headers point to."""
     routes: dict[str, RoutePolicy] = Field(default_factory=dict)
-    #: The persistent usage record: an SQLite file, or a postgresql:// URL (shared by replicas,
-    #: which then also share the job/session instance memory and logouts); "" disables it.
+    """Per-route policies {"GET /usage": {"policy": "gone"}, ...} keyed by "METHOD /legacy/template"."""
     usage_db: str = "qcp-usage.sqlite3"
-    #: Token for the admin endpoints (/admin/...); unset = only loopback callers without a client token.
+    """Usage record: an SQLite file or a postgresql:// URL (shared by replicas); "" disables it."""
     admin_token: SecretStr | None = None
+    """Token for /admin/... (secret; default: only loopback callers without a client token)."""
     metrics: bool = True
-    #: prometheus-client multiprocess directory for `--workers N` (emptied at start); "" = a temp dir.
+    """Serve Prometheus metrics on /metrics."""
     metrics_dir: str = ""
+    """prometheus-client multiprocess directory for workers > 1 (emptied at start; "" = a temp dir)."""
 
     # --- corporate networks, secrets, TLS (README "Corporate networks and secrets") ----------
-    #: Proxy for the IAM and new-API connections, http://[user:password@]host:port (beats HTTPS_PROXY).
     outbound_proxy: SecretStr | None = None
-    #: Honour HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY from the environment.
+    """Proxy for IAM and new-API connections, http://[user:password@]host:port (beats HTTPS_PROXY)."""
     proxy_from_env: bool = True
-    #: PEM CA bundle for upstream TLS (default: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, else certifi's).
+    """Honour HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY from the environment."""
     ca_bundle: str | None = None
-    #: Verify upstream TLS certificates (a saved account's verify=false turns it off).
+    """PEM CA bundle for upstream TLS (default: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, else certifi's)."""
     tls_verify: bool = True
-    #: Take api_key / service_crn from this saved qiskit-ibm-runtime account ("" = the default one).
+    """Verify upstream TLS certificates (a saved account's verify=false turns it off)."""
     qiskit_account: str | None = None
-    #: Secrets as files (Kubernetes / Docker secrets): give the value or its file, not both.
+    """Take api_key / service_crn from this saved qiskit-ibm-runtime account ("" = the default one)."""
     api_key_file: str | None = None
+    """File holding api_key (Kubernetes / Docker secrets): the value or its file, not both."""
     client_tokens_file: str | None = None
+    """File holding client_tokens, one a line: the value or its file, not both."""
     admin_token_file: str | None = None
-    #: A directory with one file per setting, named like its env var (QCP_API_KEY, ...).
+    """File holding admin_token: the value or its file, not both."""
     secrets_dir: str | None = None
-    #: TLS on the listening side (uvicorn's own): PEM certificate chain and private key.
+    """Directory with one file per setting named like its env var (QCP_API_KEY, ...); env only."""
     ssl_certfile: str | None = None
+    """Serve HTTPS with this PEM certificate chain."""
     ssl_keyfile: str | None = None
-    #: A separate listener for /healthz, /readyz, /metrics, /admin (these then leave the main port).
+    """The PEM private key of ssl_certfile."""
     admin_port: int | None = Field(None, ge=0, le=65535)
-    #: Bind address of the admin listener (default: host).
+    """Separate port for /healthz, /readyz, /metrics, /admin (default: the main port)."""
     admin_host: str | None = None
-    #: /readyz: a forward or probe that reached the new API counts this long (s); then it probes again.
+    """Bind address of the admin port (default: host)."""
     readiness_ttl: float = Field(10.0, ge=0)
+    """/readyz trusts a forward or probe that reached the new API this long, seconds."""
 
     # --- intercepting mode (HTTPS_PROXY + the local CA; README "Zero-change mode") ---------
-    #: Port of the intercepting forward proxy; unset = off, 0 = any free port.
     intercept_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the intercepting forward proxy (default: off; 0 = any free port)."""
     intercept_host: str = "127.0.0.1"
-    #: Hosts whose CONNECT is terminated with a local-CA leaf and served by the proxy (fnmatch patterns).
+    """Bind address of the intercepting proxy (beyond loopback only with client_tokens)."""
     intercept_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_INTERCEPT_HOSTS))
-    #: IAM hosts answered locally (a proxy bearer for a client token); the caller's key never goes to IAM.
+    """Hosts whose CONNECT is served by the proxy with a local-CA certificate (fnmatch; env: comma-separated)."""
     intercept_iam_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_INTERCEPT_IAM_HOSTS)
     )
-    #: CONNECT to any other host: "refuse" (403) or "tunnel" (relayed byte for byte, untouched).
+    """IAM hosts answered locally (the caller's key never goes to IAM; env: comma-separated)."""
     intercept_other_hosts: Literal["refuse", "tunnel"] = "refuse"
-    #: Where the local CA lives (created on first use); default: the proxy's state directory.
+    """CONNECT to any other host: refuse (403) or tunnel (relayed byte for byte)."""
     ca_dir: str | None = None
-    #: Results for a runtime caller that sends no version (USAGE_DATA_OPT_OUT): "compat" decodes everywhere.
+    """Where the local CA of intercepting mode lives (default: the proxy's state directory)."""
     unknown_version_results: Literal["compat", "current"] = "compat"
+    """Results for a runtime caller that sends no version: compat (decodes everywhere) or current."""
 
     # --- sources -------------------------------------------------------------------------------
     @classmethod
