@@ -58,13 +58,13 @@ def test_client_tokens_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(
     ("overrides", "names"),
     [
-        ({"service_crn": "not-a-crn"}, "QCP_SERVICE_CRN"),
-        ({"port": 70000}, "QCP_PORT"),
-        ({"api_version": "latest"}, "QCP_API_VERSION"),
-        ({"upstream_url": "ftp://x"}, "QCP_UPSTREAM_URL"),
-        ({"client_tokens": "short"}, "QCP_CLIENT_TOKENS"),
-        ({"instances": {"not-hgp": CRN}}, "QCP_INSTANCES"),
-        ({"log_format": "xml"}, "QCP_LOG_FORMAT"),
+        ({"service_crn": "not-a-crn"}, "--service-crn (flag): "),
+        ({"port": 70000}, "--port (flag): "),
+        ({"api_version": "latest"}, "--api-version (flag): "),
+        ({"upstream_url": "ftp://x"}, "--upstream-url (flag): "),
+        ({"client_tokens": "short"}, "--client-tokens (flag): "),
+        ({"instances": {"not-hgp": CRN}}, "--instances (flag): "),
+        ({"log_format": "xml"}, "--log-format (flag): "),
     ],
 )
 def test_invalid_settings_name_the_setting(overrides: dict, names: str) -> None:
@@ -122,7 +122,7 @@ def test_transport_setting_picks_the_upstream_client() -> None:
     assert isinstance(default_transport(load_settings(None)), NativeTransport)
     assert isinstance(default_transport(load_settings(None, transport="aiohttp")), AiohttpTransport)
     assert isinstance(default_transport(load_settings(None, transport="httpx")), httpx.AsyncHTTPTransport)
-    with pytest.raises(ConfigError, match=r"^QCP_TRANSPORT"):
+    with pytest.raises(ConfigError, match=r"^--transport \(flag\): .*'curl'"):
         load_settings(None, transport="curl")
 
 
