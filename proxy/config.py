@@ -207,6 +207,7 @@ class Settings(BaseSettings):
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     #: Where every value came from (file:line, env var, flag, secret file); set by load_settings.
     _origins: dict[str, Origin] = PrivateAttr(default_factory=dict)
+    _toml_lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
 
     # --- the new API and IAM -------------------------------------------------------------
     api_key: SecretStr | None = None
@@ -432,7 +433,10 @@ class Settings(BaseSettings):
         for name, crn in v.items():
             if not _HGP_RE.match(name):
                 raise ValueError(f"instance name {name!r} is not hub/group/project")
-            region_of_crn(crn)
+            try:
+                region_of_crn(crn)
+            except ValueError as exc:
+                raise ValueError(f"{name!r}: {exc}") from None
         return v
 
     @field_validator("default_instance")
@@ -540,6 +544,11 @@ class Settings(BaseSettings):
     def credential_sources(self) -> dict[str, str]:
         """api_key / service_crn -> where it came from, for `start` and `check` to say."""
         return dict(self._sources)
+
+    def where(self, *path: str | int) -> str:
+        """How a message about the value at `path` starts (`FILE:LINE: routes."GET /x"`, `QCP_X (env)`,
+        `--x (flag)`), for checks made after loading (the route keys, in `config check`)."""
+        return _where(self._origins, self._toml_lines, path)
 
     def value_source(self, name: str) -> str:
         """Where setting `name`'s effective value came from, for `config check`: default, FILE:LINE,
@@ -856,6 +865,18 @@ def toml_key_lines(text: str) -> dict[tuple[str, ...], int]:
     return found
 
 
+def _where(origins: dict[str, Origin], lines: dict[tuple[str, ...], int], path: tuple[str | int, ...]) -> str:
+    """How an error about the value at `path` starts: FILE:LINE: key, QCP_X (env), --x (flag), ...
+    A first part that is not a setting is used as it is (e.g. "QISKIT_IBM_TOKEN (env)")."""
+    head = str(path[0]) if path else "settings"
+    origin = origins.get(head)
+    if origin is None:
+        return Origin("default").where(path) if head in Settings.model_fields else head
+    if origin.kind == "file":
+        origin = Origin("file", origin.name, _line_of(lines, path) or origin.line)
+    return origin.where(path)
+
+
 def _line_of(lines: dict[tuple[str, ...], int], path: tuple[str | int, ...]) -> int | None:
     """The line of the longest prefix of `path` that the file defines."""
     keys = tuple(str(p) for p in path if isinstance(p, str))
@@ -876,22 +897,31 @@ class _Loader:
         self.origins: dict[str, Origin] = {}
         self.errors: list[str] = []
         self.toml_lines: dict[tuple[str, ...], int] = {}
+        self.file = ""
 
     def put(self, field: str, value: Any, origin: Origin) -> None:
         self.raw[field] = value
         self.origins[field] = origin
 
     def where(self, path: tuple[str | int, ...]) -> str:
-        """How an error about the value at `path` starts: file:line, env var, flag, ..."""
-        head = str(path[0]) if path else "settings"
-        origin = self.origins.get(head)
-        if origin is None:
-            return head if head not in self.fields else Origin("default").where(path)
-        if origin.kind == "file":
-            origin = Origin("file", origin.name, _line_of(self.toml_lines, path) or origin.line)
-        return origin.where(path)
+        return _where(self.origins, self.toml_lines, path)
+
+    def in_order(self, errors: list[str]) -> list[str]:
+        """The file's problems first, by line, then secret files, env vars and flags."""
+        def rank(text: str) -> tuple[int, int]:
+            if self.file and text.startswith(self.file + ":"):
+                m = re.match(r"\d+", text[len(self.file) + 1:])
+                return (0, int(m.group()) if m else 0)
+            head = text.split(": ", 1)[0]
+            for i, kind in enumerate(("(secret file", "(env)", "(flag)"), start=1):
+                if kind in head:
+                    return (i, 0)
+            return (4, 0)
+
+        return sorted(errors, key=rank)
 
     def read_file(self, path: str, named_by: str) -> None:
+        self.file = path
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -1033,13 +1063,14 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
         settings = Settings(**loader.raw)
     except ValidationError as exc:
         errors += [loader.describe(err) for err in exc.errors()]
-        raise ConfigError(*errors) from None
+        raise ConfigError(*loader.in_order(errors)) from None
     except _Problems as exc:
         errors += [f"{loader.where(path)}: {msg}" for path, msg in exc.problems]
-        raise ConfigError(*errors) from None
+        raise ConfigError(*loader.in_order(errors)) from None
     finally:
         _ORIGINS.reset(token)
     if errors:
-        raise ConfigError(*errors)
+        raise ConfigError(*loader.in_order(errors))
     settings._origins = loader.origins
+    settings._toml_lines = loader.toml_lines
     return settings

@@ -36,7 +36,7 @@ def test_help_for_each_command(cmd: str) -> None:
         ({"QCP_API_KEY": "k", "QCP_SERVICE_CRN": "garbage"}, [], "QCP_SERVICE_CRN"),
         ({"QCP_API_KEY": "k", "QCP_SERVICE_CRN": CRN}, ["--host", "0.0.0.0"], "QCP_HOST"),
         ({"QCP_API_KEY": "k", "QCP_SERVICE_CRN": CRN, "QCP_PORT": "http"}, [], "QCP_PORT"),
-        ({}, ["--config", "/nonexistent.toml"], "QCP_CONFIG"),
+        ({}, ["--config", "/nonexistent.toml"], "--config (flag): file not found"),
     ],
 )
 def test_serve_config_errors_are_one_line(env: dict[str, str], args: list[str], names: str) -> None:
@@ -82,4 +82,4 @@ def test_policy_date_errors_name_the_route_setting(tmp_path) -> None:  # type: i
     cfg.write_text('[routes."GET /usage"]\ndeprecation = 2027-01-01T00:00:00Z\nsunset = 2026-01-01T00:00:00Z\n')
     r = run("routes", "--config", str(cfg))
     assert r.returncode == 2
-    assert "QCP_ROUTES (routes.GET /usage): sunset is earlier than deprecation" in r.stderr
+    assert 'c.toml:3: routes."GET /usage".sunset: sunset is earlier than deprecation' in r.stderr
