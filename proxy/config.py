@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -393,8 +394,20 @@ class Settings(BaseSettings):
     @field_validator("outbound_proxy")
     @classmethod
     def _proxy(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and v.get_secret_value() and not re.match(r"^(http://)?[^/\s:@]", v.get_secret_value()):
-            raise ValueError("must be http://[user:password@]host:port")
+        """What upstream/egress.py's parse_proxy accepts, checked here too so that `config check` (offline)
+        refuses it; never echoes the value (it may hold a password)."""
+        value = v.get_secret_value().strip() if v is not None else ""
+        if not value:
+            return v
+        try:
+            u = urlsplit(value if "://" in value else "http://" + value)
+            _ = u.port
+        except ValueError:
+            raise ValueError("not a URL (expected http://[user:password@]host:port)") from None
+        if u.scheme != "http":
+            raise ValueError(f"scheme {u.scheme!r} is not supported: use http://[user:password@]host:port")
+        if not u.hostname:
+            raise ValueError("no host (expected http://[user:password@]host:port)")
         return v
 
     @field_validator("client_tokens", mode="before")
