@@ -143,5 +143,5 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"effective upstream: {settings.effective_upstream_url}")
     for note in notes:
         print(f"note: {note}")
-    print("configuration ok (offline check: nothing was sent; `check` tests the credentials)")
+    print("configuration ok (checked offline; `check` tries the credentials)")
     return 0
