@@ -1,10 +1,15 @@
-"""The command line: help, configuration errors as one line, the route table, python -m proxy."""
+"""The command line, through the real console script: help, --version, the generated settings flags,
+exit codes (0 ok, 1 a check failed, 2 usage/config error, 130 interrupted), never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,19 +18,175 @@ from proxy.classic.routes import ROUTES
 CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/abc:inst::"
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("QCP_")}
+#: The console script pip installed next to this interpreter (what a user runs).
+SCRIPT = str(Path(sys.executable).parent / "qiskit-classic-proxy")
+COMMANDS = ["serve", "start", "demo", "check", "config check", "routes", "explain", "report", "scan", "ca"]
+
+
+def clean_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("QCP_", "QISKIT_IBM_"))}
     base.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", *args], capture_output=True, text=True, env=base, timeout=timeout
-    )
+    return base
 
 
-@pytest.mark.parametrize("cmd", ["serve", "routes", "demo", "check", "start"])
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=clean_env(env), timeout=timeout)
+
+
+def test_version_is_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    r = run("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"qiskit-classic-proxy {version('qiskit-classic-proxy')}"
+
+
+def test_python_dash_m_proxy_is_the_same_command() -> None:
+    r = subprocess.run([sys.executable, "-m", "proxy", "--version"], capture_output=True, text=True,
+                       env=clean_env(), timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("qiskit-classic-proxy ")
+
+
+def test_top_level_help_lists_every_command_and_the_completion_line() -> None:
+    for flag in ("-h", "--help"):
+        r = run(flag)
+        assert r.returncode == 0
+        for cmd in COMMANDS:
+            assert f"\n  {cmd.split()[0]} " in r.stdout, cmd
+        assert "_QISKIT_CLASSIC_PROXY_COMPLETE=bash_source qiskit-classic-proxy" in r.stdout
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
 def test_help_for_each_command(cmd: str) -> None:
-    r = run(cmd, "--help")
-    assert r.returncode == 0
-    assert "usage:" in r.stdout
+    r = run(*cmd.split(), "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"Usage: qiskit-classic-proxy {cmd} ")
+    examples = r.stdout.split("Examples:\n", 1)[1]
+    assert f"  qiskit-classic-proxy {cmd}" in examples  # an example of the command itself
+
+
+@pytest.mark.parametrize("cmd", ["serve", "start", "demo", "check", "config check"])
+def test_settings_commands_take_every_settings_flag(cmd: str) -> None:
+    from proxy.commands.flags import flag_fields
+
+    out = run(*cmd.split(), "--help").stdout
+    for name in flag_fields():
+        assert f"--{name.replace('_', '-')}" in out, name
+    assert "--submission-marker / --no-submission-marker" in out
+    assert "--api-key " not in out and "--admin-token " not in out  # secrets are never flags
+
+
+def test_completion_completes_commands_and_choices() -> None:
+    env = {"_QISKIT_CLASSIC_PROXY_COMPLETE": "bash_complete"}
+    r = run(env={**env, "COMP_WORDS": "qiskit-classic-proxy se", "COMP_CWORD": "1"})
+    assert r.stdout.split() == ["plain,serve"]
+    r = run(env={**env, "COMP_WORDS": "qiskit-classic-proxy serve --log-format ", "COMP_CWORD": "3"})
+    assert r.stdout.split() == ["plain,text", "plain,json"]
+    assert "_qiskit_classic_proxy_completion()" in run(env={"_QISKIT_CLASSIC_PROXY_COMPLETE": "bash_source"}).stdout
+
+
+# ------------------------------------------------------------------ flags reach the settings
+
+
+def effective(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """`config check`'s `name = value` lines."""
+    r = run("config", "check", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(" = ", 1) for line in r.stdout.splitlines() if " = " in line)
+
+
+def test_a_generated_flag_reaches_the_settings_and_beats_env_and_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("port = 7000\nread_timeout = 3.5\n")
+    assert effective("--config", str(cfg))["port"] == "7000"
+    assert effective("--config", str(cfg), env={"QCP_PORT": "7001"})["port"] == "7001"
+    out = effective("--config", str(cfg), "--port", "9999", "--read-timeout", "2.5", env={"QCP_PORT": "7001"})
+    assert out["port"] == "9999" and out["read_timeout"] == "2.5"
+    out = effective("--log-format", "json", "--transport", "httpx", "--sunset-date", "2030-01-01")
+    assert out["log_format"] == "'json'" and out["transport"] == "'httpx'" and "2030, 1, 1" in out["sunset_date"]
+
+
+def test_bool_flags_have_a_no_form_and_leave_env_alone_when_absent() -> None:
+    assert effective()["submission_marker"] == "True"
+    assert effective("--no-submission-marker")["submission_marker"] == "False"
+    assert effective(env={"QCP_SUBMISSION_MARKER": "false"})["submission_marker"] == "False"
+    assert effective("--submission-marker", env={"QCP_SUBMISSION_MARKER": "false"})["submission_marker"] == "True"
+
+
+def test_qiskit_account_with_and_without_a_name(tmp_path: Path) -> None:
+    from proxy.emulator import DEMO_API_KEY, DEMO_CRN
+
+    other = "crn:v1:bluemix:public:quantum-computing:eu-de:a/abc:def::"
+    accounts = tmp_path / "qiskit-ibm.json"
+    accounts.write_text(json.dumps({
+        "work": {"channel": "ibm_quantum_platform", "token": DEMO_API_KEY, "instance": DEMO_CRN},
+        "mine": {"channel": "ibm_cloud", "token": "other-api-key-1", "instance": other, "is_default_account": True},
+    }))
+    env = {"QISKIT_IBM_FILENAME": str(accounts)}
+    named = effective("--qiskit-account", "work", env=env)
+    assert named["qiskit_account"] == "'work'" and named["service_crn"] == repr(DEMO_CRN)
+    default = effective("--qiskit-account", "--port", "9998", env=env)  # no NAME: the default account
+    assert default["qiskit_account"] == "''" and default["service_crn"] == repr(other) and default["port"] == "9998"
+    assert effective(env=env)["qiskit_account"] == "None"
+
+
+# ------------------------------------------------------------------ exit codes, never a traceback
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["bogus"], ["serve", "--bogus"], ["serve", "--port", "http"], ["config", "check", "--log-level", "loud"], []],
+)
+def test_usage_errors_exit_2_with_clicks_message_and_no_traceback(args: list[str]) -> None:
+    """More cases run in-process in tests/commands/test_main.py."""
+    r = run(*args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "Usage: qiskit-classic-proxy" in r.stdout + r.stderr
+
+
+def test_a_bad_value_names_the_flag() -> None:
+    r = run("serve", "--port", "http")
+    assert "Error: Invalid value for '--port': 'http' is not a valid integer." in r.stderr
+
+
+def test_a_configuration_error_is_one_line_exit_2() -> None:
+    r = run("config", "check", "--api-version", "yesterday")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "qiskit-classic-proxy: configuration error: QCP_API_VERSION (api_version): must be a date YYYY-MM-DD"
+    ]
+
+
+def test_a_check_that_fails_exits_1() -> None:
+    """Nothing listens on the IAM URL: the check fails (1), which is not a usage error (2)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connection refused
+    r = run("check", "--iam-url", f"http://127.0.0.1:{port}/identity/token",
+            env={"QCP_API_KEY": "a-test-api-key", "QCP_SERVICE_CRN": CRN})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "iam        FAIL" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_ctrl_c_exits_130_without_a_traceback() -> None:
+    """`check` waiting on an IAM that accepts and never answers, interrupted: 130, as shells expect."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(30)
+        proc = subprocess.Popen(
+            [SCRIPT, "check", "--iam-url", f"http://127.0.0.1:{server.getsockname()[1]}/identity/token"],
+            env=clean_env({"QCP_API_KEY": "a-test-api-key", "QCP_SERVICE_CRN": CRN}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        conn, _ = server.accept()  # check is now waiting for IAM's answer
+        with conn:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
