@@ -1,7 +1,11 @@
-"""Settings: TOML file < environment (QCP_*) < CLI flags, validated once at start-up.
+"""Settings: TOML file < QCP_SECRETS_DIR < environment (QCP_*) < CLI flags, validated once at start-up.
 
-Every option exists as a TOML key, an env var `QCP_<KEY>` and (for the common ones) a CLI flag,
-like uvicorn. Secrets are `SecretStr` so that they never print by accident.
+Every option exists as a TOML key, an env var `QCP_<KEY>` and a CLI flag, like uvicorn. Secrets are
+`SecretStr` so that they never print by accident. `load_settings` reads the sources itself and
+hands pydantic-settings the merged values, so that it knows where each value came from: every
+error names it (`FILE:LINE: key`, `QCP_X (env)`, `--x (flag)`), all errors are reported at once,
+unknown keys and QCP_* env vars are errors with a "did you mean", and `config check` shows each
+value's source. The field docstrings are the settings' help text (`model_fields[...].description`).
 
 Why one long module: every setting, its validation and where its value may come from (secret
 files, saved Qiskit accounts, QISKIT_IBM_*) are read together; splitting them would scatter one
@@ -937,8 +941,11 @@ class _Loader:
         self.file = path
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError):
             self.errors.append(f"{named_by}: file not found: {path}")
+            return
+        except IsADirectoryError:
+            self.errors.append(f"{named_by}: a directory, not a TOML file: {path}")
             return
         except (OSError, UnicodeDecodeError) as exc:
             self.errors.append(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}")

@@ -61,7 +61,6 @@ SKIPPED_BLOCKS = [
 PENDING = {
     "qiskit-classic-proxy --version": "--version (CLI branch, #13)",
     f"report --db {DEMO_RECORD}": "the demo keeps a usage record and names it (demo branch, #13)",
-    "qiskit-classic-proxy config check": "config check output (config branch, #13)",
 }
 
 MARKER = re.compile(r"<!--\s*readme-test:\s*(\w+)\s*(?:\((.*?)\))?\s*-->")
