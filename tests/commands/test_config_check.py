@@ -107,7 +107,7 @@ def test_config_check_names_a_saved_account_and_qiskit_ibm_token_as_sources(tmp_
 def test_config_check_shows_all_errors_at_once_with_suggestions_and_exits_2(tmp_path: Path) -> None:
     f = tmp_path / "bad.toml"
     f.write_text('listen_port = 9000\nlog_level = "loud"\n[routes."GET /usage"]\npolcy = "gone"\n')
-    r = run("--config", str(f), "--port", "99999",
+    r = run("--config", str(f), "--upstream-url", "ftp://x",
             env={"QCP_PROT": "1", "QCP_INSTANCES": "{nope", "QCP_API_KEY": API_KEY})
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stdout == ""
@@ -120,7 +120,7 @@ def test_config_check_shows_all_errors_at_once_with_suggestions_and_exits_2(tmp_
         "  QCP_INSTANCES (env): not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2"
         " (char 1)",
         "  QCP_PROT (env): unknown setting (did you mean QCP_PORT?)",
-        "  --port (flag): Input should be less than or equal to 65535 (got 99999)",
+        "  --upstream-url (flag): must be an http(s) URL",
     ]
     assert API_KEY not in r.stderr
 
