@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from .errors import ProxyError
 from .phaseout import admin
@@ -20,11 +21,15 @@ if TYPE_CHECKING:
 OPS_PREFIXES = ("/healthz", "/readyz", "/metrics", "/admin", "/docs", "/redoc", "/openapi.json")
 #: What the main port still serves when the ops endpoints have their own listener (admin_port).
 MAIN_PORT_OPS_PREFIXES = ("/healthz", "/readyz")
+#: Swagger UI's and ReDoc's scripts and styles, served from the installed package (fastapi-offline),
+#: not a CDN: /docs works on a machine without internet access. Under /docs, so the ops app gets it.
+DOCS_ASSETS = "/docs/assets"
 
 
 def build_ops_app(proxy: ProxyApp) -> FastAPI:
     """Health, readiness, route table; then the phase-out admin endpoints (`phaseout/admin.py`)."""
-    ops = FastAPI(
+    ops = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="qiskit-classic-proxy",
         description="Classic IBM Quantum REST API -> new Qiskit Runtime REST API. Legacy paths are "
         "served at /, /api and /runtime; see /admin/routes.",

@@ -7,6 +7,7 @@ talk real HTTP over loopback instead of calling the app in-process.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import threading
 import time
@@ -80,3 +81,26 @@ def serve(
         yield server
     finally:
         server.stop()
+
+
+def listen_error(host: str, port: int | None, flag: str = "--port") -> str | None:
+    """Why `host:port` cannot be listened on, as one line naming the flag to change; None if it can.
+
+    Bound (and closed) the way uvicorn binds, before anything starts: a busy port is then one clear
+    line instead of uvicorn's errno after the app's start-up work. Port 0 or None: any port, fine.
+    """
+    if not port:
+        return None
+    bare = host.strip("[]")
+    shown = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((bare, port))
+    except socket.gaierror as exc:
+        return f"cannot listen on {shown}: unknown host {bare!r} ({exc.strerror})"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"cannot listen on {shown}: address already in use (another proxy or demo running? choose {flag})"
+        return f"cannot listen on {shown}: {(exc.strerror or str(exc)).lower()}"
+    return None

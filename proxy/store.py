@@ -25,15 +25,17 @@ import asyncio
 import hashlib
 import logging
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import psycopg
 
 log = logging.getLogger("qiskit_classic_proxy.store")
+T = TypeVar("T")
 
 #: (version, what it does, SQL). Append only: a released step is never edited.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -93,6 +95,10 @@ REREAD_IDS = 1000
 PRUNE_EVERY = 600.0
 #: After a failure, lookups skip the database this long (no request waits on a dead server).
 RETRY_AFTER = 2.0
+#: Seconds a background round (and the start-up one) may take; then the database counts as down.
+SYNC_TIMEOUT = 10 * WRITE_TIMEOUT
+#: Seconds close() may wait for each of its steps: shutdown never waits on a dead database.
+CLOSE_TIMEOUT = 5.0
 
 _URL = re.compile(r"^postgres(?:ql)?://", re.IGNORECASE)
 _PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:/@]*):[^@/]*@", re.IGNORECASE)
@@ -246,6 +252,7 @@ class PostgresStore:
         self._down_until = 0.0
         self._up = True
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._next_prune = time.monotonic() + PRUNE_EVERY
         self.dropped = 0
 
@@ -255,38 +262,54 @@ class PostgresStore:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        """Migrate, connect, load the revocations; an unreachable database is not fatal (logged)."""
+        """Migrate, connect, load the revocations; an unreachable database is not fatal (logged).
+        Bounded (a server that accepts and never answers): a SIGTERM during start-up takes effect."""
+        self._closing = False
         try:
-            conn = await asyncio.to_thread(open_migrated, self.url)
-            conn.close()
+            await in_daemon_thread(lambda: open_migrated(self.url).close(), SYNC_TIMEOUT)
         except StoreError as exc:
             if not exc.unreachable:
                 raise
-        await self._sync()
+        except asyncio.TimeoutError as exc:
+            self._failed(exc)
+        try:
+            await asyncio.wait_for(self._sync(), SYNC_TIMEOUT)
+        except asyncio.TimeoutError as exc:
+            self._failed(exc)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the sync task, write what is queued, close; each step bounded (CLOSE_TIMEOUT).
+
+        The flag, not only the cancel, ends the task: on Python < 3.12 a cancel that lands as a
+        round finishes is dropped by `asyncio.wait_for` (the worker-ignores-SIGTERM bug)."""
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+            if not task.done():  # pragma: no cover - a round stuck in a cancel: leave it
+                log.warning("shared state: the sync task did not stop within %.0f s", CLOSE_TIMEOUT)
+        if self._queued_instances or self._queued_revocations:
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        await self._flush_queued()
-        if self._conn is not None:
+                await asyncio.wait_for(self._flush_queued(), CLOSE_TIMEOUT)
+            except asyncio.TimeoutError as exc:
+                self._failed(exc)
+        conn, self._conn = self._conn, None
+        if conn is not None:
             try:
-                await self._conn.close()
+                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
             except Exception:  # pragma: no cover - closing a broken connection
                 pass
-            self._conn = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.sync_interval)
+            if self._closing:
+                return
             try:
-                await asyncio.wait_for(self._sync(), 10 * WRITE_TIMEOUT)
+                await asyncio.wait_for(self._sync(), SYNC_TIMEOUT)
             except asyncio.TimeoutError as exc:
                 self._failed(exc)
 
@@ -435,6 +458,41 @@ class PostgresStore:
             if self.on_state is not None:
                 self.on_state(True)
             log.warning("shared state: database %s reachable again", redact(self.url))
+
+
+async def in_daemon_thread(fn: Callable[[], T], timeout: float) -> T:
+    """fn() in a daemon thread, awaited at most `timeout` seconds (then asyncio.TimeoutError).
+
+    For blocking driver calls that no timeout bounds (a query to a server that accepts and never
+    answers): the caller goes on, the thread is left behind, and a daemon thread never holds up the
+    process's exit (asyncio.to_thread's executor threads are joined at exit, however long they take).
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the caller
+            error: BaseException | None = exc
+            result = None
+        else:
+            error = None
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=target, name="qcp-db-call", daemon=True).start()
+    return await asyncio.wait_for(done, timeout)  # on timeout `done` is cancelled: a late result is dropped
 
 
 async def _close_quietly(conn: psycopg.AsyncConnection) -> None:

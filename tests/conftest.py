@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -75,8 +76,16 @@ def stop_process(proc: subprocess.Popen[str], timeout: float = 20) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
+        # With its group when it leads one (start_new_session): a worker left behind holds the output open.
+        try:
+            group = os.getpgid(proc.pid) == proc.pid
+        except ProcessLookupError:
+            group = False
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        out, _ = proc.communicate(timeout=30)
     return out or ""
 
 

@@ -31,11 +31,12 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[str]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
+    tmp = str(tmp_path_factory.mktemp("demo"))  # the demo's usage record goes there, not in /tmp
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--seconds", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(TMPDIR=tmp),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -83,12 +84,12 @@ def test_readme_curl_examples_work_against_the_demo(demo: str) -> None:
     assert job["program"]["id"] == "sampler"
 
 
-def test_demo_shows_a_v1_call_translated() -> None:
+def test_demo_shows_a_v1_call_translated(tmp_path: Path) -> None:
     """The banner has a line saying a V1 Sampler job ran upstream as a SamplerV2 one, and its answer."""
     port = free_port()
     proc = subprocess.run(
         [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--seconds", "0.5"],
-        capture_output=True, text=True, env=clean_env(), timeout=60,
+        capture_output=True, text=True, env=clean_env(TMPDIR=str(tmp_path)), timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = next((x for x in proc.stdout.splitlines() if x.startswith("V1 call translated:")), None)
@@ -163,7 +164,8 @@ def test_demo_with_intercept_port_prints_the_two_exports_that_work(tmp_path: Pat
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--intercept-port", "0", "--seconds", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(XDG_STATE_HOME=str(tmp_path)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=clean_env(XDG_STATE_HOME=str(tmp_path), TMPDIR=str(tmp_path)),
     )
     try:
         assert proc.stdout is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ DEAD = f"http://127.0.0.1:{free_port()}"  # nothing listens here
 
 
 def explain(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("QCP_")}
+    look = ("COLUMNS", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("QCP_") and k not in look}
     base.update({"QCP_UPSTREAM_URL": DEAD + "/api", "QCP_IAM_URL": DEAD + "/identity/token"})
     base.update(env or {})
     return subprocess.run(
@@ -151,3 +153,108 @@ def test_usage_errors(bad: list[str]) -> None:
     r = explain(*bad)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- bad input and readable output (#13)
+
+
+def test_data_from_a_missing_file_printed_a_traceback(tmp_path: Path) -> None:
+    """`explain -d @missing.json` once ended in a FileNotFoundError traceback."""
+    missing = tmp_path / "missing.json"
+    r = explain("POST", "/runtime/jobs", "-d", f"@{missing}")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        f"qiskit-classic-proxy explain: --data @{missing}: cannot read '{missing}': No such file or directory"
+    ]
+    r = explain("POST", "/runtime/jobs", "-d", f"@{tmp_path}")  # a folder
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_data_from_a_file_is_sent(tmp_path: Path) -> None:
+    body = tmp_path / "session.json"
+    body.write_text('{"max_session_ttl": 60, "backend": "ibm_fez"}')
+    x = explain_json("POST", "/runtime/sessions", "-d", f"@{body}")
+    assert x["upstream"]["body"]["max_ttl"] == 60
+
+
+def test_known_path_with_another_method_said_not_a_classic_endpoint() -> None:
+    """`explain DELETE /runtime/backends` once said "not a Classic endpoint", then showed a 405."""
+    r = explain("DELETE", "/runtime/backends")
+    assert r.returncode == 0, r.stderr
+    assert "not a Classic endpoint" not in r.stdout
+    route = next(ln for ln in r.stdout.splitlines() if ln.startswith("Route"))
+    assert "the Classic path is known, for GET only" in route and "405" in route
+    assert "HTTP 405" in r.stdout and "allow: GET" in r.stdout
+    x = explain_json("PATCH", "/runtime/jobs/abc123")
+    assert x["route"] is None and x["answer"]["status"] == 405
+    assert x["allowed_methods"] == ["DELETE", "GET"]
+    unknown = explain_json("GET", "/runtime/no/such/thing")
+    assert "allowed_methods" not in unknown  # an unknown path has no methods to offer
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["GET", ""], "PATH is empty"),
+        (["GET", "   "], "PATH is empty"),
+        (["GE T", "/backends"], "is not an HTTP method"),
+        (["", "/backends"], "is not an HTTP method"),
+        (["GET", "/back\x01ends"], "control characters"),
+        (["GET", "/backends", "-H", "X-Note: b\x01"], "printable ASCII"),
+        (["GET", "/backends", "-H", "X-Note: \u00fcber"], "printable ASCII"),
+        (["GET", "/backends", "-H", "Bad Name: v"], "a header name is a token"),
+        (["GET", "/backends", "-H", "X-Note: \udcff"], "printable ASCII"),  # not UTF-8 from the shell
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], says: str) -> None:
+    r = explain(*args)
+    assert r.returncode == 2, r.stdout
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["POST", "/runtime/jobs", "-d", "{not json"],  # sent as is: the proxy's own 400 is the answer
+        ["POST", "/runtime/jobs", "-d", "\udcff"],
+        ["FOO", "/runtime/backends"],  # a token, just not a method the table has: 405
+        ["get", "/runtime/backends"],
+        ["GET", "runtime/backends"],
+        ["GET", "/runtime/../backends"],
+        ["GET", "http://example.invalid/x"],
+        ["GET", "/\u00fcnicode"],
+        ["GET", "/runtime/\udcffbackends"],
+        ["GET", "/runtime/jobs/" + "x" * 300],
+    ],
+)
+def test_odd_input_is_explained_without_a_traceback(args: list[str]) -> None:
+    r = explain(*args)
+    assert "Traceback" not in r.stderr + r.stdout
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Classic request")
+
+
+def test_bad_json_body_says_so_and_shows_the_400() -> None:
+    r = explain("POST", "/runtime/jobs", "-d", "{not json")
+    assert "--data is not valid JSON (sent as is)" in r.stderr
+    assert "HTTP 400" in r.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_explain_was_176_columns_wide_now_fits_the_terminal(columns: int) -> None:
+    env = {"QCP_API_KEY": API_KEY, "QCP_SERVICE_CRN": CRN, "COLUMNS": str(columns)}
+    for args in (["GET", "/runtime/backends?provider=ibm-q/open/main"],
+                 ["POST", "/runtime/sessions", "-d", json.dumps({"max_session_ttl": 600, "backend": "ibm_fez",
+                                                                  "note": "x" * 200})],
+                 ["GET", "/runtime/health"]):
+        r = explain(*args, env=env)
+        assert r.returncode == 0, r.stderr
+        long = [ln for ln in r.stdout.splitlines() if len(ln) > columns]
+        assert long == [], long
+        assert "\x1b[" not in r.stdout
+    forced = explain("GET", "/runtime/health", env={**env, "FORCE_COLOR": "1"})
+    assert "\x1b[" in forced.stdout
+    no_color = explain("GET", "/runtime/health", env={**env, "FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert not re.search(r"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|9[0-7])m", no_color.stdout)

@@ -240,7 +240,7 @@ def test_effective_policies_are_shown(make_proxy: Callable[..., Running]) -> Non
     }
     settings = load_settings(None, **overrides)
     text = render_routes(settings)
-    row = {line.split()[1]: line for line in text.splitlines()[1:] if line.split()[0] == "GET"}
+    row = {line.split()[1]: line for line in text.splitlines()[1:] if line.split()[:1] == ["GET"]}
     assert "gone" in row["/jobs"].split()[3]
     assert "brownout (10% of requests, 2026-12-01T10:00:00Z/2026-12-01T11:00:00Z)" in row["/backends"]
     assert "translate" in row["/instances"] and "2027-06-30T00:00:00Z" in row["/instances"]

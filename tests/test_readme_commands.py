@@ -59,8 +59,6 @@ SKIPPED_BLOCKS = [
 #: README lines (by a fragment of the command) whose feature is being built on another #13 branch.
 #: Remove an entry once that branch is merged and the line passes.
 PENDING = {
-    "qiskit-classic-proxy --version": "--version (CLI branch, #13)",
-    f"report --db {DEMO_RECORD}": "the demo keeps a usage record and names it (demo branch, #13)",
 }
 
 MARKER = re.compile(r"<!--\s*readme-test:\s*(\w+)\s*(?:\((.*?)\))?\s*-->")
@@ -177,7 +175,10 @@ def _fresh_env(home: Path, port: int) -> dict[str, str]:
         k: v for k, v in os.environ.items()
         if not k.startswith(drop) and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
     }
-    env.update(PATH=os.pathsep.join(path), HOME=str(home), QCP_PORT=str(port), NO_PROXY="127.0.0.1,localhost")
+    # TMPDIR under the test's home: the demo's usage record folder does not pile up in /tmp.
+    env.update(
+        PATH=os.pathsep.join(path), HOME=str(home), TMPDIR=str(home), QCP_PORT=str(port), NO_PROXY="127.0.0.1,localhost"
+    )
     return env
 
 

@@ -133,3 +133,35 @@ async def test_expired_rows_are_pruned_now_and_then(pg_url: str) -> None:
             assert [r[0] for r in conn.execute("SELECT ref FROM qcp_instances")] == ["job-new"]
     finally:
         await store.close()
+
+
+async def test_sigterm_as_a_sync_round_ends_still_stops_the_store(pg_url: str) -> None:
+    """Regression: `serve --workers 2` on PostgreSQL, a worker sometimes never exited after SIGTERM.
+
+    Its shutdown cancelled the store's sync task just as a round finished; on Python < 3.12
+    `asyncio.wait_for` then returns the round's result and drops the cancel, so the task went on
+    syncing and `close()`, awaiting it, never returned (nor the lifespan shutdown, nor the worker).
+    The round here ends in the very loop turn close() is called: every time, not now and then.
+    """
+    store = PostgresStore(pg_url, sync_interval=0.01)
+    await store.start()
+    run_task = store._task
+    assert run_task is not None
+    ended = asyncio.Event()
+    real_sync = store._sync
+
+    async def sync_then_tell() -> None:
+        await real_sync()
+        ended.set()  # wakes the test before the round's waiter is released
+
+    store._sync = sync_then_tell  # type: ignore[method-assign]
+    await ended.wait()
+    closing = asyncio.ensure_future(store.close())
+    try:
+        done, _ = await asyncio.wait({closing}, timeout=15)  # a bound for a hang, not a timing
+        assert closing in done, "close() never returned: the sync task swallowed its cancel"
+        closing.result()
+        assert run_task.done()
+    finally:
+        run_task.cancel()
+        closing.cancel()

@@ -112,6 +112,18 @@ class Route:
 
 _SECTION = "account"
 
+#: The guide's section headings, by `section(...)` name (`routes` groups its rows under them); the two
+#: sections the guide does not have say what they are.
+SECTION_TITLES: dict[str, str] = {
+    "classic-auth": "The Classic sign-in (not in the guide: answered by the proxy)",
+    "account": "Changes to account- and instance-related endpoints",
+    "jobs": "Changes to job-related endpoints",
+    "sessions": "Changes to session- and workload-related endpoints",
+    "backends": "Changes to system-related endpoints",
+    "ibmq-provider": "qiskit-ibmq-provider 0.19/0.20 (not in the guide: IBMQ.enable_account)",
+    "analytics": "Changes to analytics- and usage-related endpoints",
+}
+
 
 def section(name: str) -> None:
     global _SECTION
@@ -348,7 +360,8 @@ def move_to(route: Route) -> str:
     return a.replacement or "removed"
 
 
-def describe(r: Route) -> str:
+def describe_parts(r: Route) -> tuple[str, list[str]]:
+    """Where a route goes ("GET /v1/jobs", "410 (...)", "proxy answers (...)") and its rewrites and notes."""
     a = r.action
     if isinstance(a, Forward):
         head = f"{r.method} {a.path}"
@@ -356,7 +369,11 @@ def describe(r: Route) -> str:
         head = f"410 (replacement: {a.replacement or 'none'})"
     else:
         head = f"proxy answers ({a.handler})" + (f"; IBM: {a.replacement}" if a.replacement else "")
-    ops = _ops(r)
+    return head, _ops(r)
+
+
+def describe(r: Route) -> str:
+    head, ops = describe_parts(r)
     return head + (f"  [{'; '.join(ops)}]" if ops else "")
 
 

@@ -6,17 +6,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
 import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
+from rich.console import RenderableType
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
 from ..app import ProxyApp
 from ..call import Call
-from ..classic.routes import RouteTable, describe
+from ..classic.routes import RouteTable, describe, normalize
 from ..config import Settings, load_settings
+from ..errors import MethodNotAllowed, ProxyError
 from ..phaseout.policy import CODE_BROWNOUT, PhaseOut, move_to
+from ..terminal import GAP, emit_view, plain, write
 
 
 class _DryRun(PhaseOut):
@@ -44,6 +52,18 @@ def mask_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
             v = f"{scheme} ***" if scheme else "***"
         out.append((name, v))
     return out
+
+
+def path_methods(table: RouteTable, method: str, target: str) -> list[str]:
+    """The methods the route table has for `target`'s path when `method` is not one of them (a 405),
+    else []: so that a known path is never called "not a Classic endpoint"."""
+    try:
+        table.match(method.upper(), normalize(target.split("?", 1)[0]))
+    except MethodNotAllowed as exc:
+        return exc.headers["allow"].split(", ")
+    except ProxyError:
+        pass
+    return []
 
 
 def _decode_body(raw: bytes) -> Any:
@@ -126,6 +146,10 @@ async def explain_request(
         "phaseout_headers": {k: resp.headers[k] for k in ("deprecation", "sunset", "link") if k in resp.headers},
         "notes": notes,
     }
+    if route is None:
+        allowed = path_methods(table, method, target)
+        if allowed:
+            out["allowed_methods"] = allowed
     if route is not None:
         out["route"] = {
             "key": route.key,
@@ -155,72 +179,137 @@ async def explain_request(
     return out
 
 
-def format_explanation(x: dict[str, Any]) -> str:
+_LABEL = 16  # "Classic request" and the other labels; values start at column 18, as they always did
+
+
+def _block(lines: list[str], indent: int, style: str = "") -> RenderableType:
+    """Lines shown `indent` columns in; a line too long for the terminal wraps inside that margin."""
+    return Padding(Text("\n".join(lines), style=style), (0, 0, 0, indent), expand=False)
+
+
+def explain_view(x: dict[str, Any]) -> list[RenderableType]:
+    """The explanation for a terminal: labelled rows whose values wrap, the answers indented."""
     req = x["request"]
-    lines = [f"Classic request   {req['method']} {req['target']}"]
+    grid = Table.grid(padding=(0, GAP, 0, 0))
+    grid.add_column(width=_LABEL, no_wrap=True, style="bold")
+    grid.add_column(overflow="fold")
+    grid.add_row("Classic request", Text(f"{req['method']} {req['target']}"))
     for k, v in req["headers"]:
-        lines.append(f"                  {k}: {v}")
+        grid.add_row("", Text(f"{k}: {v}"))
     if req["body"] is not None:
-        lines.append("                  body: " + json.dumps(req["body"]))
+        grid.add_row("", Text("body: " + json.dumps(req["body"])))
     r = x["route"]
-    if r is None:
-        lines.append("Route             none: not a Classic endpoint the proxy knows")
+    if r is None and x.get("allowed_methods"):
+        allowed = ", ".join(x["allowed_methods"])
+        grid.add_row("Route", Text(f"none for {req['method']}: the Classic path is known, for {allowed} only "
+                                   "(405 Method Not Allowed)", style="yellow"))
+    elif r is None:
+        grid.add_row("Route", Text("none: not a Classic endpoint the proxy knows", style="yellow"))
     else:
-        lines.append(f"Route             {r['key']}  [{r['section']}]  {r['action']}")
-        lines.append(f"                  {r['maps_to']}")
-        lines.append(f"Policy            {r['policy']}")
+        grid.add_row("Route", Text(f"{r['key']}  [{r['section']}]  {r['action']}"))
+        grid.add_row("", Text(r["maps_to"], style="dim"))
+        grid.add_row("Policy", Text(r["policy"]))
         if "instance" in r:
-            lines.append(f"Instance          {r['instance']}")
+            grid.add_row("Instance", Text(r["instance"]))
+    items: list[RenderableType] = [grid]
     up = x["upstream"]
     if up is not None:
-        lines += ["", "Upstream request (dry run: not sent)", f"  {up['method']} {up['url']}"]
-        lines += [f"  {k}: {v}" for k, v in up["headers"]]
+        items += [Text(""), Text("Upstream request (dry run: not sent)", style="bold green")]
+        lines = [f"{up['method']} {up['url']}", *(f"{k}: {v}" for k, v in up["headers"])]
+        items.append(_block(lines, 2))
         if up["body"] is not None:
-            lines.append("  body:")
-            lines += ["    " + ln for ln in json.dumps(up["body"], indent=2).splitlines()]
+            items += [_block(["body:"], 2), _block(json.dumps(up["body"], indent=2).splitlines(), 4)]
     else:
         a = x["answer"]
         how = {"local": "answered by the proxy", "gone": "410: removed from the new API",
                "disabled": "410: switched off by policy", "brownout": "410: brownout"}.get(x["outcome"], "refused")
-        lines += ["", f"Answer ({how}; nothing would be forwarded)", f"  HTTP {a['status']}"]
-        lines += [f"  {k}: {v}" for k, v in a["headers"]]
+        items += [Text(""), Text(f"Answer ({how}; nothing would be forwarded)", style="bold")]
+        items.append(_block([f"HTTP {a['status']}"], 2, "green" if a["status"] < 400 else "red"))
+        items.append(_block([f"{k}: {v}" for k, v in a["headers"]], 2))
         if a["body"] is not None:
-            lines += ["  " + ln for ln in json.dumps(a["body"], indent=2).splitlines()]
+            items.append(_block(json.dumps(a["body"], indent=2).splitlines(), 2))
     if x["phaseout_headers"]:
-        lines += ["", "Phase-out headers on the answer"]
-        lines += [f"  {k}: {v}" for k, v in x["phaseout_headers"].items()]
+        items += [Text(""), Text("Phase-out headers on the answer", style="bold")]
+        items.append(_block([f"{k}: {v}" for k, v in x["phaseout_headers"].items()], 2))
     for n in x["notes"]:
-        lines.append(f"note: {n}")
-    return "\n".join(lines)
+        items.append(Text(f"note: {n}", style="yellow"))
+    return items
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    overrides = {"upstream_url": args.upstream_url, "api_version": args.api_version}
-    settings = load_settings(args.config, **overrides)
+def format_explanation(x: dict[str, Any], width: int | None = None) -> str:
+    """The explanation as plain text `width` columns wide (None: lines never wrap)."""
+    return plain(explain_view(x), width)
+
+
+#: An HTTP method is a token (RFC 9110 5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+class UsageProblem(Exception):
+    """Bad input on the command line: one line on stderr, exit 2."""
+
+
+def read_request(args: argparse.Namespace) -> tuple[str, str, bytes | None, list[tuple[str, str]]]:
+    """METHOD, PATH, --data and --header checked up front: bad input is a sentence, never a traceback."""
+    method = args.method.upper()
+    if not _TOKEN.fullmatch(method):
+        raise UsageProblem(f"METHOD {args.method!r} is not an HTTP method (e.g. GET, POST, DELETE)")
+    path = args.path.strip()
+    if not path:
+        raise UsageProblem("PATH is empty: give a Classic path, e.g. /runtime/jobs")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise UsageProblem(f"PATH {path!r} contains control characters")
+    path = path if path.startswith("/") else "/" + path
+    # Bytes past ASCII travel percent-encoded, as a client sends them (the shell may pass non-UTF-8).
+    path = "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in os.fsencode(path))
     headers: list[tuple[str, str]] = []
     for h in args.header or []:
         name, sep, value = h.partition(":")
-        if not sep or not name.strip():
-            print(f"qiskit-classic-proxy explain: --header {h!r}: expected 'Name: value'", file=sys.stderr)
-            return 2
-        headers.append((name.strip(), value.strip()))
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise UsageProblem(f"--header {h!r}: expected 'Name: value'")
+        if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+            raise UsageProblem(f"--header {h!r}: a header name is a token, its value printable ASCII")
+        headers.append((name, value))
     data: bytes | None = None
     if args.data is not None:
         raw = args.data
         if raw.startswith("@"):
-            with open(raw[1:], "rb") as f:
-                data = f.read()
+            try:
+                with open(raw[1:], "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise UsageProblem(f"--data {raw}: cannot read {raw[1:]!r}: {exc.strerror or exc}") from None
         else:
-            data = raw.encode()
+            data = os.fsencode(raw)  # the bytes given, even when they are not UTF-8
         try:
             json.loads(data)
         except ValueError:
             print("qiskit-classic-proxy explain: --data is not valid JSON (sent as is)", file=sys.stderr)
         if not any(k.lower() == "content-type" for k, _ in headers):
             headers.append(("Content-Type", "application/json"))
-    path = args.path if args.path.startswith("/") else "/" + args.path
-    result = asyncio.run(explain_request(settings, args.method, path, data, headers))
-    print(json.dumps(result, indent=2) if args.format == "json" else format_explanation(result))
+    return method, path, data, headers
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    overrides = {"upstream_url": args.upstream_url, "api_version": args.api_version}
+    try:
+        method, path, data, headers = read_request(args)
+    except UsageProblem as exc:
+        print(f"qiskit-classic-proxy explain: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings(args.config, **overrides)
+    try:
+        result = asyncio.run(explain_request(settings, method, path, data, headers))
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
+        print(f"qiskit-classic-proxy explain: {method} {path}: cannot be sent as an HTTP request ({exc})",
+              file=sys.stderr)
+        return 2
+    if args.format == "json":
+        write(json.dumps(result, indent=2))
+    else:
+        emit_view(explain_view(result))
     return 0
 
 

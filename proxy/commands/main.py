@@ -122,7 +122,9 @@ _settings_command(
     "Prints curl commands that work, and runs one V1 job through the proxy.",
     ["demo", "demo --port 0 --seconds 60", "demo --intercept-port 0"],
     own=[
-        click.Option(["--port"], type=int, default=8080, help="proxy port (default 8080; 0 = any free port)"),
+        # No default here: a default would beat QCP_PORT and the file's `port` (settings decide: 8080).
+        click.Option(["--port"], type=int, default=None,
+                     help="proxy port (env QCP_PORT, default 8080; 0 = any free port)"),
         click.Option(["--emulator-port"], type=int, default=0, help="emulator port (default: any free port)"),
         click.Option(["--seconds"], type=float, default=0,
                      help="stop after this many seconds (default: until Ctrl-C)"),

@@ -6,13 +6,23 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..config import load_settings
-from ..phaseout.report import build_report, format_report, parse_since
+from ..phaseout.report import build_report, format_report, parse_since, report_view
 from ..phaseout.usage import UsageError, read_usage
 from ..scan.analyzer import scan_paths
 from ..scan.traffic import format_join, join
 from ..store import redact
+from ..terminal import console, emit_view, write
+
+
+def _print_report(report: dict[str, Any], fmt: str) -> None:
+    if fmt == "table":
+        con = console()
+        emit_view(report_view(report, con.width), con)
+    else:
+        write(format_report(report, fmt))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -33,7 +43,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     report = build_report(rows, settings, since=since, source=redact(path))
     if not args.with_scan:
-        print(format_report(report, args.format))
+        _print_report(report, args.format)
         return 0
     missing = [p for p in args.with_scan if not Path(p).exists()]
     if missing:
@@ -42,10 +52,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     joined = join(report, scan_paths([Path(p) for p in args.with_scan]))
     if args.format == "json":
-        print(json.dumps({**report, "code": joined}, indent=2))
+        write(json.dumps({**report, "code": joined}, indent=2))
     else:
-        print(format_report(report, args.format))
-        print(format_join(joined, args.format))
+        _print_report(report, args.format)
+        write(format_join(joined, args.format))
     return 0
 
 

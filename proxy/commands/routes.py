@@ -1,10 +1,12 @@
-"""`routes`: the Classic -> new route table, with each route's effective phase-out policy."""
+"""`routes`: the Classic -> new route table, grouped by the migration guide's sections, with each
+route's effective phase-out policy; `--markdown` is the README's table."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..config import load_settings
+from ..terminal import console, emit_view, write
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
@@ -13,9 +15,14 @@ def cmd_routes(args: argparse.Namespace) -> int:
 
     table = RouteTable()
     if args.markdown and not args.policies:
-        print(table.render_markdown())
+        write(table.render_markdown())
         return 0
-    from ..phaseout.report import render_routes
+    from ..phaseout.report import render_routes, routes_view
 
-    print(render_routes(load_settings(args.config), table, markdown=args.markdown))
+    settings = load_settings(args.config)
+    if args.markdown:
+        write(render_routes(settings, table, markdown=True))
+        return 0
+    con = console()
+    emit_view(routes_view(settings, table, con.width), con)
     return 0

@@ -8,11 +8,13 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 from typing import Any
 
 from ..config import ConfigError, Settings
 from .demo import cmd_demo
 from .flags import load, overrides
+from .preflight import EXIT_LISTEN, ensure_ca, listen_problem
 
 log = logging.getLogger("qiskit_classic_proxy.serve")
 
@@ -35,11 +37,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load(args)
     settings.require_serving()
     if settings.intercept_port is not None:
-        _ensure_ca(settings.ca_dir)
+        ensure_ca(settings.ca_dir)
     configure(settings.log_level, settings.log_format)
     # A bad CA bundle or proxy URL is a configuration error now, not a failed start-up later.
     egress.ssl_context(settings)
     egress.proxy_for(settings, settings.iam_url)
+    problem = listen_problem(settings)
+    if problem:
+        print(f"qiskit-classic-proxy: {problem}", file=sys.stderr)
+        return EXIT_LISTEN
     started = (
         f"serving with {credentials_line(settings)}; new API {settings.effective_upstream_url} "
         f"({egress.describe(settings, settings.effective_upstream_url)})"
@@ -133,14 +139,3 @@ def cmd_start(args: argparse.Namespace) -> int:
     args.emulator_port = 0
     args.seconds = 0
     return cmd_demo(args)
-
-
-def _ensure_ca(ca_dir: str | None) -> None:
-    """Create (or load) the intercepting mode's CA before serving: a bad QCP_CA_DIR is one clear line."""
-    from ..config import ConfigError
-    from ..intercept.ca import LocalCA
-
-    try:
-        LocalCA(ca_dir)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"QCP_CA_DIR (ca_dir): cannot create or load the local CA: {exc}") from None

@@ -33,6 +33,9 @@ log = logging.getLogger("qiskit_classic_proxy.usage")
 #: Distinct keys held in memory between flushes (or while the database is down).
 MAX_KEYS = 10_000
 OTHER = "other"
+#: Seconds close() may take in all (the flusher's last round, the final write): a shutdown, a
+#: SIGTERM, never waits on a database that accepts and never answers.
+CLOSE_TIMEOUT = 10.0
 
 class UsageRecorder:
     """Counts calls in memory; a background thread adds them to the record (SQLite or PostgreSQL)."""
@@ -118,36 +121,60 @@ class UsageRecorder:
             self._thread = threading.Thread(target=self._run, name="qcp-usage-flush", daemon=True)
             self._thread.start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Stop the flusher, write what is left: at most `timeout` seconds, whatever the database does.
+
+        A write blocked on a server that never answers holds the write lock for good (no driver
+        timeout bounds a query): the last write runs in a daemon thread, waited for until the deadline,
+        then what it could not write is logged as lost and the process goes on stopping.
+        """
+        deadline = time.monotonic() + timeout
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self._thread = None
-        if not self.flush(attempts=3):
-            lost = sum(int(e[0]) for e in self._pending.values())
-            if self._inflight is not None:
-                lost += sum(int(e[0]) for e in self._inflight[1].values())
+        written: list[bool] = []
+        last = threading.Thread(
+            target=lambda: written.append(self.flush(attempts=3, deadline=deadline)), name="qcp-usage-close",
+            daemon=True,
+        )
+        last.start()
+        last.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not written or not written[0]:
+            with self._lock:
+                lost = sum(int(e[0]) for e in self._pending.values())
+            inflight = self._inflight
+            if inflight is not None:
+                lost += sum(int(e[0]) for e in inflight[1].values())
             log.error("usage record: %d counted request(s) could not be written to %s", lost, self.label)
-        with self._write_lock:
-            self.backend.close()
+        if self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                self.backend.close()
+            finally:
+                self._write_lock.release()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.flush()
 
     # -- writing ---------------------------------------------------------------------------------
-    def flush(self, attempts: int = 1) -> bool:
+    def flush(self, attempts: int = 1, deadline: float | None = None) -> bool:
         """Write what was counted since the last flush; False (and kept for later) on failure.
 
         One attempt (waiting up to BUSY_TIMEOUT_MS for other SQLite writers) by default: the next
-        round comes `interval` seconds later anyway. Shutdown tries harder.
+        round comes `interval` seconds later anyway. Shutdown tries harder, until `deadline`
+        (time.monotonic()), which also bounds the wait for another writer.
         """
-        with self._write_lock:
+        if deadline is None:
+            self._write_lock.acquire()
+        elif not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+        try:
             for i in range(attempts):
                 try:
                     self._write_all()
                 except (UsageError, sqlite3.Error) as exc:
-                    if i < attempts - 1:
+                    if i < attempts - 1 and (deadline is None or time.monotonic() < deadline):
                         time.sleep(0.2 * (i + 1))
                         continue
                     if not self._failing:
@@ -166,6 +193,8 @@ class UsageRecorder:
                 if self.on_state is not None:
                     self.on_state(True)
             return True
+        finally:
+            self._write_lock.release()
 
     def _write_all(self) -> None:
         """The failed batch first (same id), then a new one; each removed only once written."""

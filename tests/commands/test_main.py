@@ -163,7 +163,7 @@ def test_qiskit_account_without_a_name_is_the_default_account() -> None:
 
 def test_demo_keeps_its_own_port_options() -> None:
     params = cli.commands["demo"].make_context("demo", ["--config", "c.toml", "--log-format", "json"]).params
-    assert params["port"] == 8080 and params["emulator_port"] == 0 and params["seconds"] == 0
+    assert params["port"] is None and params["emulator_port"] == 0 and params["seconds"] == 0
     assert params["intercept_port"] is None and params["config"] == "c.toml" and params["log_format"] == "json"
 
 
