@@ -11,12 +11,13 @@ import argparse
 import difflib
 import json
 import re
-import sys
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
+from rich.console import Console
 
+from .. import terminal
 from ..config import ConfigError, Settings
 from .flags import load
 
@@ -100,15 +101,15 @@ def _cell(value: Any) -> str:
     return json.dumps(value)
 
 
-def render_table(settings: Settings, color: bool | None = None, width: int | None = None) -> str:
-    """Setting | value | source, fitted to the terminal (80 columns when not a terminal)."""
+def render_table(settings: Settings, con: Console | None = None) -> str:
+    """Setting | value | source, fitted to the terminal (proxy/terminal.py: COLUMNS or the terminal's
+    width; on a pipe rows never wrap), colour only on a terminal, never with NO_COLOR."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=sys.stdout, width=width, force_terminal=color, highlight=False, soft_wrap=False)
+    con = con or terminal.console()
     names = list(type(settings).model_fields)
-    room = console.width - max(map(len, names)) - 4  # what the value and source columns share
+    room = con.width - max(map(len, names)) - 4  # what the value and source columns share
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("setting", no_wrap=True, style="cyan")
     table.add_column("value", overflow="fold", ratio=1)
@@ -116,9 +117,7 @@ def render_table(settings: Settings, color: bool | None = None, width: int | Non
     for name in names:
         source = settings.value_source(name)
         table.add_row(name, _cell(shown(settings, name)), source, style=None if source == "default" else "bold")
-    with console.capture() as cap:
-        console.print(table)
-    return cap.get()
+    return terminal.render([table], con)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -139,9 +138,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                   for name in type(settings).model_fields}
         print(json.dumps({"ok": True, "settings": values, "notes": notes}, indent=2, default=str))
         return 0
-    sys.stdout.write(render_table(settings))
-    print(f"effective upstream: {settings.effective_upstream_url}")
-    for note in notes:
-        print(f"note: {note}")
-    print("configuration ok (checked offline; `check` tries the credentials)")
+    lines = [render_table(settings), f"effective upstream: {settings.effective_upstream_url}"]
+    lines += [f"note: {note}" for note in notes]
+    lines.append("configuration ok (checked offline; `check` tries the credentials)")
+    terminal.write("\n".join(lines))
     return 0

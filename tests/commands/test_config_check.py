@@ -199,15 +199,20 @@ def test_config_check_json_format(monkeypatch: pytest.MonkeyPatch, config: Path)
 
 
 def test_config_check_colours_only_on_a_terminal_and_honours_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
     from proxy.commands.config_check import render_table
     from proxy.config import load_settings
 
-    for name in [n for n in os.environ if n.startswith(("QCP_", "NO_COLOR"))]:
+    for name in [n for n in os.environ if n.startswith(("QCP_", "NO_COLOR", "FORCE_COLOR"))]:
         monkeypatch.delenv(name)
     settings = load_settings(None, port=1)
-    assert "\x1b[36m" in render_table(settings, color=True, width=80)  # the setting column is cyan
-    assert "\x1b[" not in render_table(settings, color=False, width=80)
+
+    def table(tty: bool, width: int = 80) -> str:
+        return render_table(settings, Console(file=io.StringIO(), width=width, force_terminal=tty))
+
+    assert "\x1b[36m" in table(tty=True)  # the setting column is cyan
+    assert "\x1b[" not in table(tty=False)
     monkeypatch.setenv("NO_COLOR", "1")
-    assert "\x1b[36m" not in render_table(settings, color=True, width=80)
-    wide = render_table(settings, color=False, width=140)
-    assert max(len(line) for line in wide.splitlines()) <= 140
+    assert "\x1b[36m" not in table(tty=True)
+    assert max(len(line) for line in table(tty=False, width=140).splitlines()) <= 140
