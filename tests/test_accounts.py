@@ -80,7 +80,7 @@ def test_the_default_account_is_the_marked_one_and_its_proxy_and_verify_are_hono
 
 
 def test_classic_accounts_are_refused_saying_why(accounts_file: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^QCP_QISKIT_ACCOUNT \(qiskit_account\): .*'ibm_quantum'.*retired"):
+    with pytest.raises(ConfigError, match=r"^--qiskit-account \(flag\): .*'ibm_quantum'.*retired"):
         load_settings(None, qiskit_account="classic")
     with pytest.raises(AccountError, match="NTLM"):
         load_account("ntlm")

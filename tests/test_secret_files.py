@@ -40,16 +40,16 @@ def test_api_key_and_client_tokens_come_from_their_files(tmp_path: Path, monkeyp
 def test_a_value_and_its_file_together_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QCP_API_KEY", "env-api-key-123")
     monkeypatch.setenv("QCP_API_KEY_FILE", str(secret(tmp_path, "api-key", "file-api-key-123")))
-    with pytest.raises(ConfigError, match=r"^QCP_API_KEY_FILE \(api_key_file\): QCP_API_KEY is set too"):
+    with pytest.raises(ConfigError, match=r"^QCP_API_KEY_FILE \(env\): QCP_API_KEY \(env\) is set too"):
         load_settings(None)
 
 
 def test_missing_or_empty_secret_files_name_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^QCP_API_KEY_FILE \(api_key_file\): file not found"):
+    with pytest.raises(ConfigError, match=r"^--api-key-file \(flag\): file not found"):
         load_settings(None, api_key_file=str(tmp_path / "nope"))
-    with pytest.raises(ConfigError, match=r"^QCP_CLIENT_TOKENS_FILE \(client_tokens_file\): .* is empty"):
+    with pytest.raises(ConfigError, match=r"^--client-tokens-file \(flag\): .* is empty"):
         load_settings(None, client_tokens_file=str(secret(tmp_path, "empty", "\n")))
-    with pytest.raises(ConfigError, match=r"^QCP_CLIENT_TOKENS_FILE .*at least 8 characters"):
+    with pytest.raises(ConfigError, match=r"^--client-tokens-file \(flag\): .*at least 8 characters"):
         load_settings(None, client_tokens_file=str(secret(tmp_path, "short", "ci=short")))
 
 
@@ -65,7 +65,7 @@ def test_a_secrets_directory_holds_one_file_per_setting(tmp_path: Path, monkeypa
     monkeypatch.setenv("QCP_API_KEY", "env-wins-123")  # env beats the directory, as in pydantic-settings
     assert load_settings(None).api_key.get_secret_value() == "env-wins-123"  # type: ignore[union-attr]
     monkeypatch.setenv("QCP_SECRETS_DIR", str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match=r"^QCP_SECRETS_DIR \(secrets_dir\): not a directory"):
+    with pytest.raises(ConfigError, match=r"^QCP_SECRETS_DIR \(env\): not a directory"):
         load_settings(None)
 
 
@@ -88,5 +88,5 @@ def test_placeholders_from_the_examples_refuse_to_start(
 
 def test_a_placeholder_in_a_secret_file_is_refused(tmp_path: Path) -> None:
     path = secret(tmp_path, "api-key", "REPLACE_WITH_YOUR_IBM_CLOUD_API_KEY\n")
-    with pytest.raises(ConfigError, match=r"^QCP_API_KEY_FILE \(api_key_file\): .*placeholder"):
+    with pytest.raises(ConfigError, match=r"^--api-key-file \(flag\): .*placeholder"):
         load_settings(None, api_key_file=str(path))

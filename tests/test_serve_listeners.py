@@ -108,8 +108,8 @@ def test_admin_port_serves_metrics_and_the_main_port_does_not_with_json_logs(
     ("flags", "says"),
     [
         (["--workers", "2", "--admin-port", "9"], "QCP_ADMIN_PORT (admin_port): not with workers > 1"),
-        (["--ssl-keyfile", __file__], "QCP_SSL_KEYFILE (ssl_keyfile): set without ssl_certfile"),
-        (["--ssl-certfile", "/nonexistent/cert.pem"], "QCP_SSL_CERTFILE (ssl_certfile): file not found"),
+        (["--ssl-keyfile", __file__], "--ssl-keyfile (flag): set without ssl_certfile"),
+        (["--ssl-certfile", "/nonexistent/cert.pem"], "--ssl-certfile (flag): file not found"),
     ],
 )
 def test_listener_options_that_cannot_work_are_refused_naming_the_setting(

@@ -114,7 +114,7 @@ def test_check_names_the_new_api_url_and_cause(
         ({"QCP_SERVICE_CRN": None}, "QCP_SERVICE_CRN"),
         ({"QCP_HOST": "0.0.0.0"}, "QCP_HOST"),
         ({"QCP_PORT": "http"}, "QCP_PORT"),
-        ({"QCP_CA_BUNDLE": "/nonexistent/ca.pem"}, "ca_bundle"),
+        ({"QCP_CA_BUNDLE": "/nonexistent/ca.pem"}, "QCP_CA_BUNDLE (env)"),
     ],
 )
 def test_regression_check_exit_code_for_a_config_problem_was_1(env: dict[str, str | None], names: str) -> None:

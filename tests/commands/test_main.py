@@ -203,7 +203,7 @@ def test_usage_errors_exit_2_with_an_error_line(argv: list[str], capsys: pytest.
 def test_a_configuration_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check", "--config", "/nonexistent/qcp.toml"]) == EXIT_CONFIG
     assert capsys.readouterr().err == (
-        "qiskit-classic-proxy: configuration error: QCP_CONFIG (--config): file not found: /nonexistent/qcp.toml\n"
+        "qiskit-classic-proxy: configuration error: --config (flag): file not found: /nonexistent/qcp.toml\n"
     )
 
 

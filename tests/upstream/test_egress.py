@@ -139,7 +139,7 @@ def test_ca_bundle_comes_from_the_setting_then_ssl_cert_file_then_requests(
 
 
 def test_a_bad_ca_bundle_is_a_config_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match=r"^QCP_CA_BUNDLE \(ca_bundle\): file not found"):
+    with pytest.raises(ConfigError, match=r"^--ca-bundle \(flag\): file not found"):
         settings_for(ca_bundle=str(tmp_path / "missing.pem"))
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate")
