@@ -149,7 +149,9 @@ _settings_command(
     config_group, "check", cmd_config_check,
     "Validate the settings offline (secrets masked), like nginx -t.\n\nPrints every effective setting; "
     "nothing is sent anywhere. Exit 0 when they load, 2 when they do not.",
-    ["config check", "config check --config qcp.toml --port 9999"],
+    ["config check", "config check --config qcp.toml --port 9999", "config check --format json"],
+    own=[click.Option(["--format"], type=click.Choice(["table", "json"]), default="table",
+                      help="table, or JSON for scripts")],
 )
 _command(
     cli, "routes", cmd_routes, "Print the Classic -> new route table.",

@@ -216,3 +216,17 @@ def test_config_check_colours_only_on_a_terminal_and_honours_no_color(monkeypatc
     monkeypatch.setenv("NO_COLOR", "1")
     assert "\x1b[36m" not in table(tty=True)
     assert max(len(line) for line in table(tty=False, width=140).splitlines()) <= 140
+
+
+def test_config_check_format_json_on_the_console_script(config: Path) -> None:
+    """`--format json` reaches the command through click: values with sources, secrets masked; errors too."""
+    r = run("--config", str(config), "--format", "json", env={"QCP_API_KEY": API_KEY})
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["settings"]["port"]["value"] == 9123
+    assert doc["settings"]["port"]["source"].endswith("qcp.toml:3"), doc["settings"]["port"]
+    assert PROXY_PASSWORD not in r.stdout and CLIENT_TOKEN not in r.stdout and API_KEY not in r.stdout
+    bad = run("--format", "json", env={"QCP_PROT": "1"})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr + bad.stdout
+    expected = ["QCP_PROT (env): unknown setting (did you mean QCP_PORT?)"]
+    assert json.loads(bad.stdout) == {"ok": False, "errors": expected}
