@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
+import time
+
+import pytest
 
 from proxy.call import Call
-from proxy.logs import BufferedStreamHandler, TextFormatter, access_log, log_access
+from proxy.logs import BufferedStreamHandler, JsonFormatter, TextFormatter, access_log, log_access
 
 
 def _logger(handler: logging.Handler) -> logging.Logger:
@@ -102,3 +106,33 @@ def test_a_new_event_loop_gets_its_own_flush() -> None:
     log.info("three")
     handler.close()
     assert out.getvalue() == "one\ntwo\nthree\n"
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter, JsonFormatter])
+def test_the_access_line_fast_path_writes_what_the_record_path_writes(
+    formatter: type[logging.Formatter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """log_access formats its line directly under configure()'s set-up; a filter forces the record path.
+    Both must write the same line (timestamps aside)."""
+    parent = logging.getLogger("qiskit_classic_proxy")
+    saved = parent.handlers[:], parent.level, parent.propagate
+    out = io.StringIO()
+    handler = BufferedStreamHandler(out)
+    handler.setFormatter(formatter())
+    parent.handlers[:] = [handler]
+    parent.setLevel(logging.INFO)
+    monkeypatch.setattr(time, "perf_counter", lambda: 101.25)
+    call = Call(request_id="rid-9", method="GET", path="/jobs/x", status=200, action="forward",
+                upstream="GET /v1/jobs/x", caller="ci", sdk="qiskit-ibm-runtime/0.40.1", started=100.0)
+    try:
+        log_access(call)  # no running loop: written at once
+        fast = out.getvalue()
+        handler.addFilter(lambda record: True)
+        log_access(call)
+        slow = out.getvalue()[len(fast):]
+    finally:
+        parent.handlers[:], parent.level, parent.propagate = saved
+    assert fast.endswith("\n") and slow.endswith("\n")
+    stamp = re.compile(r"^\S+ \S+ |\"ts\":\"[^\"]+\"")
+    assert stamp.sub("", fast) == stamp.sub("", slow), (fast, slow)
+    assert "rid-9" in fast and ("1250.0ms" in fast or '"ms":1250.0' in fast)
