@@ -564,7 +564,11 @@ class Settings(BaseSettings):
 
     def where(self, *path: str | int) -> str:
         """How a message about the value at `path` starts (`FILE:LINE: routes."GET /x"`, `QCP_X (env)`,
-        `--x (flag)`), for checks made after loading (the route keys, in `config check`)."""
+        `--x (flag)`), for checks made after loading (the route keys, in `config check`). A value
+        set in code (`Settings(...)`, no loader) has no recorded origin: it is named by its env var."""
+        head = str(path[0]) if path else ""
+        if head in type(self).model_fields and head not in self._origins and head in self.model_fields_set:
+            return f"{_env_name(head)} ({_dotted(path)})"
         return _where(self._origins, self._toml_lines, path)
 
     def value_source(self, name: str) -> str:

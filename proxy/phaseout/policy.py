@@ -159,20 +159,13 @@ def _route_headers(deprecation: datetime, sunset: datetime | None, guide: str) -
     return out
 
 
-def _at(settings: Settings, *path: str) -> str:
-    """Where a route policy came from (`qcp.toml:12: routes."GET /usage"`, `QCP_ROUTES (env): ...`),
-    for the one-line errors of serve and explain; settings built in code have no source: env names."""
-    where = settings.where("routes", *path)
-    return f"QCP_ROUTES (routes.{'.'.join(path)})" if where.endswith("(default)") else where
-
-
 def build_plans(settings: Settings, table: RouteTable) -> dict[str, RoutePlan]:
     """Route key -> plan; ConfigError for unknown keys, bad windows, sunset before deprecation."""
     by_key = {r.key: r for r in table.routes}
     unknown = sorted(set(settings.routes) - set(by_key))
     if unknown:
         raise ConfigError(
-            f"{_at(settings, unknown[0])}: no such Classic route; keys are 'METHOD /template' "
+            f"{settings.where('routes', unknown[0])}: no such Classic route; keys are 'METHOD /template' "
             "as printed by `qiskit-classic-proxy routes`"
         )
     guide = settings.migration_guide_url
@@ -184,11 +177,11 @@ def build_plans(settings: Settings, table: RouteTable) -> dict[str, RoutePlan]:
         if dep is None:
             dep = min(CLASSIC_RETIRED, _aware(sunset)) if sunset else CLASSIC_RETIRED
         if sunset is not None and _aware(sunset) < _aware(dep):
-            raise ConfigError(f"{_at(settings, key)}: sunset is earlier than deprecation")
+            raise ConfigError(f"{settings.where('routes', key)}: sunset is earlier than deprecation")
         try:
             windows = sorted(parse_window(w) for w in pol.brownout_windows)
         except ValueError as exc:
-            raise ConfigError(f"{_at(settings, key, 'brownout_windows')}: {exc}") from None
+            raise ConfigError(f"{settings.where('routes', key, 'brownout_windows')}: {exc}") from None
         if pol.policy == "brownout" and not pol.brownout_share and not windows:
             log.warning("routes.%s: policy brownout without brownout_share or brownout_windows does nothing", key)
         plans[key] = RoutePlan(
@@ -205,7 +198,7 @@ def build_plans(settings: Settings, table: RouteTable) -> dict[str, RoutePlan]:
     for key, plan in plans.items():
         action = plan.route.action
         if plan.programs != "translate" and not (isinstance(action, Forward) and action.creates):
-            raise ConfigError(f"{_at(settings, key, 'programs')}: only job submissions translate programs")
+            raise ConfigError(f"{settings.where('routes', key, 'programs')}: only job submissions translate programs")
     return plans
 
 
