@@ -29,6 +29,7 @@ from typing import Any
 
 import cases
 import run
+from loadgen import read_response
 
 SMALL = ["job", "job_list", "backends", "status", "results_1k", "submit_10k", "gone_410", "missing_404"]
 
@@ -44,24 +45,7 @@ async def _client(host: str, port: int, request: bytes, total: int, conns: int) 
             while left[0] > 0:
                 left[0] -= 1
                 writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                seen.add(int(head[9:12]))
-                length, chunked = 0, False
-                for line in head.split(b"\r\n")[1:]:
-                    k, _, v = line.partition(b":")
-                    k = k.strip().lower()
-                    if k == b"content-length":
-                        length = int(v)
-                    elif k == b"transfer-encoding":
-                        chunked = True
-                if chunked:
-                    while True:
-                        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                        await reader.readexactly(size + 2)
-                        if size == 0:
-                            break
-                elif length:
-                    await reader.readexactly(length)
+                seen.add(await read_response(reader))
                 stats["ok"] += 1
         finally:
             writer.close()

@@ -17,6 +17,28 @@ import time
 from urllib.parse import urlsplit
 
 
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (Content-Length or chunked body) off a keep-alive connection; its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length, chunked = -1, False
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        k = k.strip().lower()
+        if k == b"content-length":
+            length = int(v)
+        elif k == b"transfer-encoding" and b"chunked" in v.lower():
+            chunked = True
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif length > 0:
+        await reader.readexactly(length)
+    return int(head[9:12])
+
+
 async def _one_connection(
     host: str, port: int, request: bytes, deadline: float, lat: list[float], stats: dict[str, int]
 ) -> None:
@@ -25,25 +47,7 @@ async def _one_connection(
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = -1
-            chunked = False
-            for line in head.split(b"\r\n")[1:]:
-                k, _, v = line.partition(b":")
-                k = k.strip().lower()
-                if k == b"content-length":
-                    length = int(v)
-                elif k == b"transfer-encoding" and b"chunked" in v.lower():
-                    chunked = True
-            if chunked:
-                while True:
-                    size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                    await reader.readexactly(size + 2)
-                    if size == 0:
-                        break
-            elif length > 0:
-                await reader.readexactly(length)
+            status = await read_response(reader)
             lat.append(time.perf_counter() - t0)
             if not 200 <= status < 400:
                 stats["non_2xx"] += 1

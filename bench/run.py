@@ -35,6 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -639,6 +640,15 @@ def find(loads: list[Load], target: str, c: int, case: str = "status") -> Load |
     return next((x for x in loads if x.target == target and x.connections == c and x.case == case), None)
 
 
+def route_runs(b: Any, loads: list[Load]) -> Iterator[tuple[Any, Load, Load, Load]]:
+    """Each route (and the mixed scenario) with its proxy, nginx and naive runs, where all three ran."""
+    for c in [*cases.CASES, MIXED]:
+        k = (2 if b.args.quick else BULK_CONNECTIONS) if c.bulk else 32
+        p, n, v = find(loads, PROXY, k, c.key), find(loads, N, k, c.key), find(loads, V, k, c.key)
+        if p and n and v:
+            yield c, p, n, v
+
+
 N, V, D = "nginx rewriting proxy", "naive FastAPI+httpx", "direct upstream (nginx)"
 A, H, W2 = "proxy (aiohttp transport)", "proxy (httpx transport)", "proxy, 2 workers"
 #: The issue #15 targets (1 worker, 32 connections, same run).
@@ -673,10 +683,8 @@ def render(b: Bench, info: dict[str, str]) -> str:
     add("")
     add("| route | share of nginx | × naive | p99 | all met |")
     add("|---|---|---|---|---|")
-    for c in [*cases.CASES, MIXED]:
-        k = (2 if b.args.quick else BULK_CONNECTIONS) if c.bulk else 32
-        p, n, v = find(L, P, k, c.key), find(L, N, k, c.key), find(L, V, k, c.key)
-        if not (p and n and v) or c.bulk:
+    for c, p, n, v in route_runs(b, L):
+        if c.bulk:
             continue
         share, times = p.rps / n.rps if n.rps else 0, p.rps / v.rps if v.rps else 0
         ok = (share >= SHARE, times >= TIMES, p.p99_ms <= P99)
@@ -729,11 +737,7 @@ def render(b: Bench, info: dict[str, str]) -> str:
     add("")
     add("| route | upstream | nginx req/s | nginx p99 | nginx µs/req | naive req/s | naive p99 | proxy req/s | proxy p50 | proxy p99 | proxy µs/req | proxy RSS | share of nginx | × naive |")
     add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for c in [*cases.CASES, MIXED]:
-        k = (2 if b.args.quick else BULK_CONNECTIONS) if c.bulk else 32
-        p, n, v = find(L, P, k, c.key), find(L, N, k, c.key), find(L, V, k, c.key)
-        if not (p and n and v):
-            continue
+    for c, p, n, v in route_runs(b, L):
         up = f"`{c.method} {c.upstream.removeprefix('/api')}`" if c.upstream else "(local)"
         add(
             f"| {c.label} | {up} | {n.rps:.0f} | {n.p99_ms:.2f} | {n.cpu_us or 0:.0f} | {v.rps:.0f} | {v.p99_ms:.1f} | "
