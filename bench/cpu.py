@@ -152,7 +152,7 @@ def main() -> int:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
                 time.sleep(1)
-            cpu0, t0 = run.cpu_seconds(run.tree(px.pid)), time.monotonic()
+            (user0, sys0), t0 = run.cpu_split(run.tree(px.pid)), time.monotonic()
             got = drive(px.url, req, args.requests, args.connections)
             if spy is not None:
                 spy.send_signal(2)
@@ -164,7 +164,9 @@ def main() -> int:
                     f = line.split()
                     if len(f) >= 5 and f[3].isdigit() and f[-1] != "total":
                         print(f"  {f[-1]:<16} {int(f[3]) / got['ok']:6.2f} per request") if int(f[3]) >= got["ok"] // 10 else None
-            used, wall = run.cpu_seconds(run.tree(px.pid)) - cpu0, time.monotonic() - t0
+            user1, sys1 = run.cpu_split(run.tree(px.pid))
+            user, system, wall = user1 - user0, sys1 - sys0, time.monotonic() - t0
+            used = user + system
             if args.callgrind:
                 callgrind_control(px.pid, "-d", key)
                 dumps = sorted(work.glob(f"cg.{px.pid}.*"), key=lambda p: p.stat().st_mtime)
@@ -174,7 +176,9 @@ def main() -> int:
             else:
                 value = 1e6 * used / got["ok"]
                 results[key] = value
-                print(f"{key:<12} {value:7.1f} µs CPU/request  {got['ok'] / wall:7.0f} req/s  (statuses {got['statuses']})", flush=True)
+                split = f"user {1e6 * user / got['ok']:.0f} + system {1e6 * system / got['ok']:.0f}"
+                print(f"{key:<12} {value:7.1f} µs CPU/request ({split})  {got['ok'] / wall:7.0f} req/s  "
+                      f"(statuses {got['statuses']})", flush=True)
         print(json.dumps({k: round(v, 1) for k, v in results.items()}))
     finally:
         b.stop_all()

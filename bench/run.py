@@ -111,15 +111,21 @@ def tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+    user, system = cpu_split(pids)
+    return user + system
+
+
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of these processes (utime, stime from /proc)."""
+    user = system = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            user, system = user + int(fields[11]), system + int(fields[12])
         except (OSError, IndexError, ValueError):
             pass
-    return total / TICK
+    return user / TICK, system / TICK
 
 
 def rss_kb(pids: list[int]) -> int:
