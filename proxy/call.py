@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from . import fastjson
 
 if TYPE_CHECKING:
     from .classic.routes import Route
@@ -22,7 +23,7 @@ class Reply:
 
     @classmethod
     def json(cls, doc: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> Reply:
-        return cls(status, json.dumps(doc, separators=(",", ":")).encode(), headers or [])
+        return cls(status, fastjson.dumps(doc), headers or [])
 
 
 @dataclass

