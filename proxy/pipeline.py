@@ -47,7 +47,7 @@ from .phaseout.policy import PhaseOut
 from .programs import RUNNERS, V1_PRIMITIVES, Programs, may_be_v1, restore_job
 from .store import PostgresStore, is_postgres
 from .submissions import Submissions, created_answer, mark, mark_spooled, not_found
-from .upstream.client import Upstream, raw_chunks, read, response_headers
+from .upstream.client import Response, Upstream, raw_chunks, read, response_headers
 from .upstream.iam import TokenProvider
 
 log = logging.getLogger("qiskit_classic_proxy")
@@ -334,7 +334,7 @@ class Pipeline:
     # -- 7. forward ----------------------------------------------------------------------------
     async def _open(
         self, call: Call, route: Route, action: Forward, req: UpstreamRequest, headers: Headers, body: Any
-    ) -> httpx.Response:
+    ) -> Response:
         """Send with a bearer; replay once on 401; try the other instances on 404 when unsure."""
         mem = self.instances
         crns = [call.crn]
@@ -360,7 +360,7 @@ class Pipeline:
     async def _open_once(
         self, call: Call, method: str, path: str, query: bytes, headers: Headers, body: Any,
         timeout: Literal["default", "submit"] = "default", creates: bool = False,
-    ) -> httpx.Response:
+    ) -> Response:
         assert self.tokens is not None
         token = await self.tokens.get()
         resp = await self._send_upstream(call, method, path, query, headers, token, body, timeout, creates)
@@ -385,7 +385,7 @@ class Pipeline:
     async def _send_upstream(
         self, call: Call, method: str, path: str, query: bytes, headers: Headers, token: str, body: Any,
         timeout: Literal["default", "submit"], creates: bool,
-    ) -> httpx.Response:
+    ) -> Response:
         """One upstream exchange; notes how the new API failed (`call.upstream_error`, for metrics)."""
         assert self.upstream is not None
         try:
@@ -485,7 +485,7 @@ class Pipeline:
 
     # -- 8. relay ------------------------------------------------------------------------------
     async def _relay_fixed(
-        self, call: Call, resp: httpx.Response, answer: answers.Answer | None, send: Callable
+        self, call: Call, resp: Response, answer: answers.Answer | None, send: Callable
     ) -> None:
         """Buffer the answer, apply the row's fix-up (or make a Classic error), send it whole."""
         assert self.upstream is not None
@@ -511,7 +511,7 @@ class Pipeline:
         await send({"type": "http.response.start", "status": status, "headers": hdrs})
         await send({"type": "http.response.body", "body": data})
 
-    async def _relay_stream(self, call: Call, resp: httpx.Response, receive: Callable, send: Callable) -> None:
+    async def _relay_stream(self, call: Call, resp: Response, receive: Callable, send: Callable) -> None:
         """Stream through. uvicorn's send() silently drops data once the caller has gone, so a
         long body gets a watcher on receive() (started from the second chunk: small answers
         never pay for it); when it sees http.disconnect we stop and close the upstream stream."""

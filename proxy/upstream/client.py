@@ -14,8 +14,8 @@ import asyncio
 import http.cookiejar
 import random
 import time
-from collections.abc import AsyncIterable, Callable
-from typing import Literal
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
 
 import httpx
 
@@ -78,25 +78,155 @@ class _NoCookies(http.cookiejar.CookieJar):
         return None
 
 
-def response_headers(headers: httpx.Headers, drop_length: bool = False) -> list[tuple[bytes, bytes]]:
-    """Upstream headers minus hop-by-hop ones, including any named in Connection."""
-    raw = headers.raw
+class ResponseHeaders:
+    """An answer's headers as `NativeTransport` parsed them: the part of `httpx.Headers` the proxy
+    uses (`get`, `[]`, `in`, `raw`), without httpx's per-header normalization on every answer.
+
+    `raw` holds the (name, value) byte pairs in arrival order, names lower-cased (HTTP names are
+    case-insensitive; `response_headers` sends them lower-cased anyway). `named` is the set of
+    header names the Connection header lists (hop-by-hop for this answer), None when it has none;
+    `coded` says whether a Content-Encoding header came. The transport fills both while parsing.
+    """
+
+    __slots__ = ("coded", "named", "raw")
+
+    def __init__(
+        self, raw: list[tuple[bytes, bytes]], named: frozenset[bytes] | None = None, coded: bool | None = None
+    ) -> None:
+        self.raw = raw
+        self.named = named
+        self.coded = any(k == b"content-encoding" for k, _ in raw) if coded is None else coded
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """As httpx.Headers.get: case-insensitive; repeated headers joined with ", "."""
+        name = key.lower().encode("latin-1")
+        values = [v for k, v in self.raw if k == name]
+        if not values:
+            return default
+        value = values[0] if len(values) == 1 else b", ".join(values)
+        try:
+            return value.decode("ascii")
+        except UnicodeDecodeError:
+            return value.decode(self._encoding())
+
+    def _encoding(self) -> str:
+        """httpx.Headers' choice for the whole block when it is not all ASCII: UTF-8 if it decodes, else Latin-1."""
+        try:
+            for k, v in self.raw:
+                k.decode("utf-8")
+                v.decode("utf-8")
+        except UnicodeDecodeError:
+            return "iso-8859-1"
+        return "utf-8"
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        name = key.lower().encode("latin-1")
+        return any(k == name for k, _ in self.raw)
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw]
+
+    def __repr__(self) -> str:  # names only: values may carry tokens
+        return f"ResponseHeaders({[k.decode('latin-1') for k, _ in self.raw]})"
+
+
+class UpstreamResponse:
+    """An upstream answer on the hot path: what `proxy.pipeline` uses of `httpx.Response`
+    (`status_code`, `headers`, `aread`, `aclose`, and `read` / `raw_chunks` / `response_headers`
+    below), built by `NativeTransport.exchange` straight from the parser's output. An
+    `httpx.Response` costs more to build and to read than the exchange itself (~20 µs).
+    The other transports answer with `httpx.Response`; every function here takes both.
+
+    `stream` is the transport's body stream: `async for` yields the body as received,
+    `read_all()` returns it whole, `release()` frees the connection (back to the pool when
+    the body was read to its end, else closed), once, synchronously.
+    """
+
+    __slots__ = ("_content", "consumed", "headers", "status_code", "stream")
+
+    def __init__(self, status_code: int, headers: ResponseHeaders, stream: Any) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.stream = stream
+        self.consumed = False
+        self._content: bytes | None = None
+
+    @property
+    def is_closed(self) -> bool:
+        return self.stream.released
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise httpx.ResponseNotRead()
+        return self._content
+
+    async def aread(self) -> bytes:
+        """The whole body, as httpx's `aread` gives it (content coding undone); frees the connection."""
+        if self._content is not None:
+            return self._content
+        if self.consumed:
+            raise httpx.StreamConsumed()
+        if self.stream.released:
+            raise httpx.StreamClosed()
+        self.consumed = True
+        if self.headers.coded:  # rare (the proxy asks for identity): httpx's decoders undo it
+            coded = httpx.Response(self.status_code, headers=self.headers.raw, stream=self.stream)
+            data = await coded.aread()
+        else:
+            data = await self.stream.read_all()
+        self.stream.release()
+        self._content = data
+        return data
+
+    async def aclose(self) -> None:
+        self.stream.release()
+
+    def __repr__(self) -> str:
+        return f"<UpstreamResponse [{self.status_code}]>"
+
+
+async def _raise(exc: Exception) -> AsyncIterator[bytes]:
+    raise exc
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+Response = httpx.Response | UpstreamResponse
+
+
+def response_headers(headers: httpx.Headers | ResponseHeaders, drop_length: bool = False) -> list[tuple[bytes, bytes]]:
+    """Upstream headers minus hop-by-hop ones, including any named in Connection; names lower-cased.
+
+    From `ResponseHeaders` (the native transport's) this is one filter over the parser's pairs:
+    the names are lower-cased and the Connection header read while parsing."""
     drop = _DROP_WITH_LENGTH if drop_length else _DROP
-    named = None
-    for k, v in raw:
-        if k.lower() == b"connection":
-            extra = {t.strip().lower() for t in v.split(b",")}
-            named = extra if named is None else named | extra
-    if named:
-        drop = drop | named
-    return [(k.lower(), v) for k, v in raw if k.lower() not in drop]
+    if type(headers) is ResponseHeaders:
+        named = headers.named
+        if named:
+            drop = drop | named
+        return [p for p in headers.raw if p[0] not in drop]
+    pairs = [(k.lower(), v) for k, v in headers.raw]
+    for k, v in pairs:
+        if k == b"connection":
+            drop = drop | {t.strip().lower() for t in v.split(b",")}
+    return [p for p in pairs if p[0] not in drop]
 
 
-async def read(resp: httpx.Response) -> bytes:
+async def read(resp: Response) -> bytes:
     """`await resp.aread()`, the same bytes and the same end state (read, closed, connection back
     in the pool), without httpx's three nested async generators and two context managers per
     answer when the transport's stream can read its body whole (`NativeTransport`) and there is
     no content coding to undo. Anything else goes through `aread`."""
+    if type(resp) is UpstreamResponse:
+        return await resp.aread()
     read_all = getattr(resp.stream, "read_all", None)
     if read_all is None or resp.is_stream_consumed or resp.is_closed or hasattr(resp, "_content"):
         return await resp.aread()
@@ -110,9 +240,16 @@ async def read(resp: httpx.Response) -> bytes:
     return data
 
 
-def raw_chunks(resp: httpx.Response) -> AsyncIterable[bytes]:
+def raw_chunks(resp: Response) -> AsyncIterable[bytes]:
     """`resp.aiter_raw()` without httpx's wrapping generator, when the transport's stream is
     `NativeTransport`'s (it yields what it received, as aiter_raw would). The caller closes `resp`."""
+    if type(resp) is UpstreamResponse:
+        if resp.consumed or resp._content is not None:
+            return _raise(httpx.StreamConsumed())
+        if resp.stream.released:
+            return _raise(httpx.StreamClosed())
+        resp.consumed = True
+        return resp.stream  # type: ignore[no-any-return]
     stream = resp.stream
     if getattr(stream, "read_all", None) is None or resp.is_stream_consumed or resp.is_closed:
         return resp.aiter_raw()
@@ -160,7 +297,12 @@ class Upstream:
             cookies=httpx.Cookies(_NoCookies()),
         )
         self._extensions = {name: {"timeout": t.as_dict()} for name, t in self.timeouts.items()}
+        self._timeout_dicts = {name: ext["timeout"] for name, ext in self._extensions.items()}
         self._send_fast = getattr(self.transport, "send_fast", None)
+        #: NativeTransport's hot path: the base URL is parsed once (`base`), answers are
+        #: `UpstreamResponse`s. Resolved on the first request, where a bad URL maps as before.
+        self._exchange = getattr(self.transport, "exchange", None)
+        self._base_handle: Any = None
         #: GET/HEAD retries made (and a metrics hook, set by the app).
         self.retries = 0
         self.on_retry: Callable[[], None] | None = None
@@ -196,21 +338,22 @@ class Upstream:
         timeout: Literal["default", "submit", "probe"] = "default",
         creates: bool = False,
         request_id: str = "",
-    ) -> httpx.Response:
+    ) -> Response:
         """Send and return the response with its body still unread (stream it or read it).
 
         `body` is bytes or an async iterator of bytes (streamed; pass its Content-Length in
         `headers`). No client-level defaults are added: `headers` is what goes upstream (plus Host).
+        The answer is an `UpstreamResponse` from NativeTransport, else an `httpx.Response`.
         """
-        url = self.base + path + ("?" + query.decode("latin-1") if query else "")
-        ext = self._extensions[timeout]
         if body is not None and not isinstance(body, bytes) and hasattr(body, "stream"):
             # A replayable spooled body (proxy.classic.bodystream.SpooledBody): a fresh stream per send.
             headers = [*headers, ("content-length", str(body.size))]
             body = body.stream()
+        target = path + "?" + query.decode("latin-1") if query else path
+        timeouts = self._timeout_dicts[timeout]
         try:
             try:
-                resp = await self._send(method, url, headers, body, ext)
+                resp = await self._send(method, target, headers, body, timeouts)
             except _RETRYABLE:
                 if method not in RETRY_METHODS:
                     raise
@@ -218,7 +361,7 @@ class Upstream:
                 if self.on_retry is not None:
                     self.on_retry()
                 await asyncio.sleep(random.uniform(0.01, 0.1))  # jitter: not in step with other callers
-                resp = await self._send(method, url, headers, body, ext)
+                resp = await self._send(method, target, headers, body, timeouts)
             self.reached_at = time.monotonic()
             return resp
         except (httpx.ProxyError, httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
@@ -256,13 +399,21 @@ class Upstream:
             return UpstreamError(f"the new API dropped the connection ({type(exc).__name__}): {where}")
         return UpstreamError(f"upstream request failed ({type(exc).__name__}): {where}")
 
-    async def _send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: object, ext: dict
-    ) -> httpx.Response:
+    def _send(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: object, timeouts: dict
+    ) -> Awaitable[Response]:
+        """The transport's awaitable for one exchange (no coroutine of its own on the hot path)."""
+        exchange = self._exchange
+        if exchange is not None:
+            base = self._base_handle
+            if base is None:
+                base = self._base_handle = self.transport.base(self.base)  # type: ignore[attr-defined]
+            return exchange(method, base, target, headers, body, timeouts)  # type: ignore[no-any-return]
         if self._send_fast is not None:
-            return await self._send_fast(method, url, headers, body, ext["timeout"])
-        request = httpx.Request(method, url, headers=headers, content=body, extensions=ext)  # type: ignore[arg-type]
-        return await self.transport.handle_async_request(request)
+            return self._send_fast(method, self.base + target, headers, body, timeouts)  # type: ignore[no-any-return]
+        ext = {"timeout": timeouts}
+        request = httpx.Request(method, self.base + target, headers=headers, content=body, extensions=ext)  # type: ignore[arg-type]
+        return self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self.client.aclose()
