@@ -361,8 +361,9 @@ class Pipeline:
         self, call: Call, method: str, path: str, query: bytes, headers: Headers, body: Any,
         timeout: Literal["default", "submit"] = "default", creates: bool = False,
     ) -> Response:
-        assert self.tokens is not None
-        token = await self.tokens.get()
+        tokens = self.tokens
+        assert tokens is not None
+        token = tokens.cached() or await tokens.get()
         resp = await self._send_upstream(call, method, path, query, headers, token, body, timeout, creates)
         if resp.status_code == 401:
             # The token was refused (revoked, clock skew): renew once and replay. Safe even for

@@ -148,10 +148,25 @@ class DurationKey:
 # ------------------------------------------------------------------------------------ helpers
 
 
+#: A query string that parse_qsl + urlencode give back byte for byte: name=value pairs of
+#: unreserved characters only (no percent-escapes, "+", blank fields or names without "=").
+_PLAIN_QUERY = re.compile(rb"(?:[A-Za-z0-9._~-]+=[A-Za-z0-9._~-]*(?:&[A-Za-z0-9._~-]+=[A-Za-z0-9._~-]*)*)?")
+
+
 def rewrite_query(raw: bytes, ops: Sequence[DropQuery | DefaultQuery | LowerBoolQuery]) -> bytes:
     if not ops:
         return raw
-    query: Query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    if _PLAIN_QUERY.fullmatch(raw):
+        # Most queries (none at all, ?limit=10): parsing and re-encoding would give `raw` back,
+        # so when no op changes the pairs, `raw` is the answer without urlencode's work.
+        plain: Query = [tuple(p.decode("ascii").split("=", 1)) for p in raw.split(b"&")] if raw else []  # type: ignore[misc]
+        query = plain
+        for op in ops:
+            query = op.apply(query)
+        if query == plain:
+            return raw
+        return urlencode(query).encode("latin-1")
+    query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
     for op in ops:
         query = op.apply(query)
     return urlencode(query).encode("latin-1")
