@@ -47,7 +47,7 @@ from .phaseout.policy import PhaseOut
 from .programs import RUNNERS, V1_PRIMITIVES, Programs, may_be_v1, restore_job
 from .store import PostgresStore, is_postgres
 from .submissions import Submissions, created_answer, mark, mark_spooled, not_found
-from .upstream.client import Response, Upstream, raw_chunks, read, response_headers
+from .upstream.client import Response, Upstream, raw_chunks, read, response_headers, whole_body
 from .upstream.iam import TokenProvider
 
 log = logging.getLogger("qiskit_classic_proxy")
@@ -522,6 +522,15 @@ class Pipeline:
         length = resp.headers.get("content-length")
         left = int(length) if length and length.isdigit() else -1
         more = True
+        body = whole_body(resp)
+        if body is not None:  # all of it is here already (small answers): what the loop below would send
+            if body:
+                left -= len(body)
+                more = left != 0
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b""})
+            return
         watcher: asyncio.Future[Any] | None = None
         chunks = 0
         try:

@@ -765,3 +765,34 @@ async def test_native_header_names_checked_once_still_refuse_injection() -> None
             t.base("http://127.0.0.1:9/a b")
     finally:
         await t.aclose()
+
+
+async def test_whole_body_only_when_all_of_it_has_arrived(upstream: tuple[str, Upstream]) -> None:
+    """whole_body (the relay's shortcut for small answers) gives the body once it is all there,
+    else None and the stream is left to raw_chunks; either way the connection goes back."""
+    from proxy.upstream.client import raw_chunks, whole_body
+
+    url, app = upstream
+    t = NativeTransport(max_connections=1)
+    try:
+        base = t.base(url)
+        app.clients.clear()
+        r = await t.exchange("GET", base, "/echo", [], None, T)
+        expected = await r.aread()
+        r = await t.exchange("GET", base, "/echo", [], None, T)
+        while not r.stream._conn.complete:  # let the whole answer arrive
+            await asyncio.sleep(0.01)
+        assert whole_body(r) == expected
+        assert whole_body(r) is None  # consumed
+        with pytest.raises(httpx.StreamConsumed):
+            [c async for c in raw_chunks(r)]
+        await r.aclose()
+        r = await t.exchange("GET", base, "/slow-body", [], None, {**T, "pool": 0.5})
+        assert whole_body(r) is None  # half of it is still a second away
+        assert b"".join([c async for c in raw_chunks(r)]) == b"1234567890"
+        await r.aclose()
+        r = await t.exchange("GET", base, "/echo", [], None, {**T, "pool": 0.5})
+        await r.aclose()
+        assert len(set(app.clients)) == 1
+    finally:
+        await t.aclose()

@@ -182,7 +182,9 @@ class UpstreamResponse:
             coded = httpx.Response(self.status_code, headers=self.headers.raw, stream=self.stream)
             data = await coded.aread()
         else:
-            data = await self.stream.read_all()
+            data = self.stream.whole()
+            if data is None:
+                data = await self.stream.read_all()
         self.stream.release()
         self._content = data
         return data
@@ -226,7 +228,16 @@ async def read(resp: Response) -> bytes:
     answer when the transport's stream can read its body whole (`NativeTransport`) and there is
     no content coding to undo. Anything else goes through `aread`."""
     if type(resp) is UpstreamResponse:
-        return await resp.aread()
+        stream = resp.stream
+        if resp.consumed or resp._content is not None or resp.headers.coded or stream.released:
+            return await resp.aread()  # the errors, the cached content, or httpx's decoders
+        resp.consumed = True
+        data = stream.whole()
+        if data is None:
+            data = await stream.read_all()
+        stream.release()
+        resp._content = data
+        return data  # type: ignore[no-any-return]
     read_all = getattr(resp.stream, "read_all", None)
     if read_all is None or resp.is_stream_consumed or resp.is_closed or hasattr(resp, "_content"):
         return await resp.aread()
@@ -238,6 +249,18 @@ async def read(resp: Response) -> bytes:
     resp._content = data
     await resp.aclose()
     return data
+
+
+def whole_body(resp: Response) -> bytes | None:
+    """The raw body, without awaiting, when the transport has all of it already (NativeTransport,
+    a small answer): what iterating `raw_chunks` would give, joined. None: iterate `raw_chunks`.
+    Consumes the stream when it answers; the caller closes `resp`."""
+    if type(resp) is not UpstreamResponse or resp.consumed or resp._content is not None or resp.stream.released:
+        return None
+    body: bytes | None = resp.stream.whole()
+    if body is not None:
+        resp.consumed = True
+    return body
 
 
 def raw_chunks(resp: Response) -> AsyncIterable[bytes]:

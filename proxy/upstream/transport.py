@@ -569,6 +569,13 @@ class _NativeStream(httpx.AsyncByteStream):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
             await conn.expect(self._read_timeout, "body bytes")
 
+    def whole(self) -> bytes | None:
+        """The rest of the body if all of it has arrived already (most small answers), else None."""
+        conn = self._conn
+        if conn.complete and conn.error is None:
+            return conn.take_body() if conn.chunks else b""
+        return None
+
     def release(self) -> None:
         """Give the connection back (whole body read, reusable) or close it; free the pool slot. Once."""
         if self.released:
