@@ -300,7 +300,8 @@ def translate_request(
     """
     action = route.action
     ops_query: tuple[Any, ...] = getattr(action, "query", ())
-    if ops_query or b"provider" in query:
+    if (ops_query or b"provider" in query) and (query or any(type(op) is DefaultQuery for op in ops_query)):
+        # (an empty query stays empty unless an op adds a default)
         query = rewrite_query(query, (PROVIDER, *ops_query))
     body = dumps(rewrite_body(doc, getattr(action, "body", None) or ())) if doc is not None else None
     return UpstreamRequest(route.method, route.upstream_path(params), query, body)

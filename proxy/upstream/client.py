@@ -6,6 +6,11 @@ unit tests (see `default_transport` and BENCHMARKS.md). Only GET and HEAD are re
 once, after a short random pause, when the connection failed before any answer (most often a
 pooled keep-alive connection the server had just closed); never POST, PUT, PATCH or DELETE.
 The other replay (after a 401) is decided by the caller, which knows the request never ran.
+
+Answers: `NativeTransport.exchange` gives an `UpstreamResponse` (the few operations of
+`httpx.Response` the pipeline uses, built from the parser's header pairs: an httpx.Response and
+its Headers cost about as much as the exchange itself); the other transports give
+`httpx.Response`s. `read`, `raw_chunks`, `whole_body` and `response_headers` take either.
 """
 
 from __future__ import annotations

@@ -25,11 +25,14 @@ Both guarantee, like httpx's default transport as `proxy.upstream.client` config
 
 `send_fast(method, url, headers, body, timeouts)` is `handle_async_request` without building an
 `httpx.Request` first (~25 µs of URL parsing and header normalization that the transport would
-redo anyway); `proxy.upstream.client` uses it on the hot path. httpx's `write` timeout is enforced by
+redo anyway). NativeTransport's `exchange(method, base(url), target, ...)` goes further for
+`proxy.upstream.client`'s hot path: the base URL parsed once, header names checked once, one
+read timer per connection rather than per wait, and the answer an `UpstreamResponse` (see
+`proxy.upstream.client`) instead of an `httpx.Response`. httpx's `write` timeout is enforced by
 NativeTransport only (aiohttp has no equivalent).
 
 Why one long module: both transports honour the same httpx contract (listed above) and share
-its error mapping; `send_fast` is long because the hot path must not pay extra calls per request.
+its error mapping; `exchange` is long because the hot path must not pay extra calls per request.
 """
 
 from __future__ import annotations
