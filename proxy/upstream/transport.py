@@ -28,7 +28,7 @@ Both guarantee, like httpx's default transport as `proxy.upstream.client` config
 redo anyway). NativeTransport's `exchange(method, base(url), target, ...)` goes further for
 `proxy.upstream.client`'s hot path: the base URL parsed once, header names checked once, one
 read timer per connection rather than per wait, and the answer an `UpstreamResponse` (see
-`proxy.upstream.client`) instead of an `httpx.Response`. httpx's `write` timeout is enforced by
+`proxy.upstream.response`) instead of an `httpx.Response`. httpx's `write` timeout is enforced by
 NativeTransport only (aiohttp has no equivalent).
 
 Why one long module: both transports honour the same httpx contract (listed above) and share
@@ -47,8 +47,8 @@ import aiohttp
 import httptools
 import httpx
 
-from .client import ResponseHeaders, UpstreamResponse
 from .egress import ProxyURL
+from .response import ResponseHeaders, UpstreamResponse
 
 __all__ = ["AiohttpTransport", "NativeTransport"]
 
