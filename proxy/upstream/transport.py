@@ -267,6 +267,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 _HOP_BY_HOP_REQUEST = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade"})
+#: A read timer that fires this close to its wait's deadline expires it (no re-arm for less).
+_CLOCK_SLACK = 0.001
 #: Response headers the parser notes while it reads them (framing, coding, Connection-named).
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"content-encoding", b"connection"})
 
@@ -446,7 +448,7 @@ class _Connection(asyncio.Protocol):
         if w is None or w.done() or timeout is None or self.closed:
             return  # no wait pending: disarmed until the next one
         deadline = self.wait_started + timeout
-        if self.loop.time() >= deadline:
+        if self.loop.time() + _CLOCK_SLACK >= deadline:  # uvloop's clock ticks in milliseconds
             self.waiter = None
             w.set_exception(httpx.ReadTimeout(f"no {self.wait_what} from the upstream in time"))
         else:
