@@ -9,7 +9,6 @@ Failures are logged once per state change, never with the key.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import time
@@ -69,7 +68,6 @@ class TokenProvider:
         self._token: Token | None = None
         self._refresh_at = 0.0
         self._expires_at = -math.inf  # unusable from then on (nothing cached: always)
-        self._slot = hashlib.sha256(api_key.encode()).hexdigest()[:16]
         self._inflight: asyncio.Task[Token] | None = None
         self._state = "ok"
         self.fetches = 0
