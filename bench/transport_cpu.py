@@ -4,8 +4,9 @@
 
 Sends N sequential GETs with the proxy's upstream headers through: a bare asyncio protocol (the
 floor: one write, one read, httptools parsing), aiohttp's ClientSession, the proxy's
-AiohttpTransport and NativeTransport (via `send_fast`, as the proxy calls them), and httpx's own
-transport (httpcore). Prints one JSON object: {name: CPU microseconds per request}.
+AiohttpTransport and NativeTransport via `send_fast` (httpx.Response answers), NativeTransport via
+`exchange` (`UpstreamResponse` answers, as the proxy calls it), and httpx's own transport
+(httpcore). Prints one JSON object: {name: CPU microseconds per request}.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import aiohttp
 import httptools
 import httpx
 
+from proxy.upstream.client import raw_chunks
 from proxy.upstream.transport import AiohttpTransport, NativeTransport
 
 HEADERS = [
@@ -99,6 +101,18 @@ async def measure(url: str, n: int) -> dict[str, float]:
 
         await timed(name, t_one)
         await t.aclose()  # type: ignore[attr-defined]
+
+    native = NativeTransport()
+    base = native.base(f"{u.scheme}://{u.netloc}")
+
+    async def exchange_one() -> None:
+        r = await native.exchange("GET", base, u.path, HEADERS, None, TIMEOUTS)
+        async for _ in raw_chunks(r):
+            pass
+        await r.aclose()
+
+    await timed("NativeTransport.exchange (the proxy's hot path)", exchange_one)
+    await native.aclose()
 
     hx = httpx.AsyncHTTPTransport(retries=0)
 

@@ -47,7 +47,7 @@ from .phaseout.policy import PhaseOut
 from .programs import RUNNERS, V1_PRIMITIVES, Programs, may_be_v1, restore_job
 from .store import PostgresStore, is_postgres
 from .submissions import Submissions, created_answer, mark, mark_spooled, not_found
-from .upstream.client import Upstream, raw_chunks, read, response_headers
+from .upstream.client import Response, Upstream, raw_chunks, read, response_headers, whole_body
 from .upstream.iam import TokenProvider
 
 log = logging.getLogger("qiskit_classic_proxy")
@@ -334,7 +334,7 @@ class Pipeline:
     # -- 7. forward ----------------------------------------------------------------------------
     async def _open(
         self, call: Call, route: Route, action: Forward, req: UpstreamRequest, headers: Headers, body: Any
-    ) -> httpx.Response:
+    ) -> Response:
         """Send with a bearer; replay once on 401; try the other instances on 404 when unsure."""
         mem = self.instances
         crns = [call.crn]
@@ -360,9 +360,10 @@ class Pipeline:
     async def _open_once(
         self, call: Call, method: str, path: str, query: bytes, headers: Headers, body: Any,
         timeout: Literal["default", "submit"] = "default", creates: bool = False,
-    ) -> httpx.Response:
-        assert self.tokens is not None
-        token = await self.tokens.get()
+    ) -> Response:
+        tokens = self.tokens
+        assert tokens is not None
+        token = tokens.cached() or await tokens.get()
         resp = await self._send_upstream(call, method, path, query, headers, token, body, timeout, creates)
         if resp.status_code == 401:
             # The token was refused (revoked, clock skew): renew once and replay. Safe even for
@@ -385,7 +386,7 @@ class Pipeline:
     async def _send_upstream(
         self, call: Call, method: str, path: str, query: bytes, headers: Headers, token: str, body: Any,
         timeout: Literal["default", "submit"], creates: bool,
-    ) -> httpx.Response:
+    ) -> Response:
         """One upstream exchange; notes how the new API failed (`call.upstream_error`, for metrics)."""
         assert self.upstream is not None
         try:
@@ -485,7 +486,7 @@ class Pipeline:
 
     # -- 8. relay ------------------------------------------------------------------------------
     async def _relay_fixed(
-        self, call: Call, resp: httpx.Response, answer: answers.Answer | None, send: Callable
+        self, call: Call, resp: Response, answer: answers.Answer | None, send: Callable
     ) -> None:
         """Buffer the answer, apply the row's fix-up (or make a Classic error), send it whole."""
         assert self.upstream is not None
@@ -511,7 +512,7 @@ class Pipeline:
         await send({"type": "http.response.start", "status": status, "headers": hdrs})
         await send({"type": "http.response.body", "body": data})
 
-    async def _relay_stream(self, call: Call, resp: httpx.Response, receive: Callable, send: Callable) -> None:
+    async def _relay_stream(self, call: Call, resp: Response, receive: Callable, send: Callable) -> None:
         """Stream through. uvicorn's send() silently drops data once the caller has gone, so a
         long body gets a watcher on receive() (started from the second chunk: small answers
         never pay for it); when it sees http.disconnect we stop and close the upstream stream."""
@@ -521,6 +522,15 @@ class Pipeline:
         length = resp.headers.get("content-length")
         left = int(length) if length and length.isdigit() else -1
         more = True
+        body = whole_body(resp)
+        if body is not None:  # all of it is here already (small answers): what the loop below would send
+            if body:
+                left -= len(body)
+                more = left != 0
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b""})
+            return
         watcher: asyncio.Future[Any] | None = None
         chunks = 0
         try:

@@ -156,3 +156,37 @@ def test_token_repr_hides_the_value() -> None:
     from proxy.upstream.iam import Token
 
     assert "secret" not in repr(Token("secret-bearer", 0, 100))
+
+
+async def test_cached_is_get_without_awaiting() -> None:
+    """The request path's shortcut: None when nothing usable is cached, the token while it is good,
+    and past 80 % it starts the one background refresh as get() does."""
+    iam, clock = FakeIam(lifetime=100), Clock()
+    tp = make(iam, clock)
+    assert tp.cached() is None and iam.calls == 0
+    assert await tp.get() == "tok-1"
+    assert tp.cached() == "tok-1"
+    clock.now += 81
+    iam.gate = asyncio.Event()
+    assert [tp.cached() for _ in range(5)] == ["tok-1"] * 5
+    iam.gate.set()
+    await asyncio.sleep(0.01)
+    assert tp.cached() == "tok-2" and iam.calls == 2
+    tp.invalidate("tok-2")
+    assert tp.cached() is None and tp.current() is None
+    clock.now += 1000
+    assert tp.cached() is None
+
+
+async def test_a_token_unusable_on_arrival_is_not_handed_out_again() -> None:
+    """A lifetime shorter than the IAM call took: the caller that waited gets it, nobody else."""
+    iam, clock = FakeIam(lifetime=5), Clock()
+    tp = make(iam, clock)
+    iam.gate = asyncio.Event()
+    task = asyncio.create_task(tp.get())
+    await asyncio.sleep(0.01)
+    clock.now += 6
+    iam.gate.set()
+    assert await task == "tok-1"
+    assert tp.current() is None and not tp.ready
+    assert await tp.get() == "tok-2"

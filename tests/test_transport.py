@@ -634,3 +634,165 @@ async def test_fast_read_gives_what_aread_gives_and_frees_the_connection(
         await r.aclose()
     finally:
         await t.aclose()
+
+
+# ------------------------------------------------------- the hot path: exchange + UpstreamResponse
+
+
+def test_response_headers_behave_as_httpx_headers_for_the_calls_the_proxy_makes() -> None:
+    from proxy.upstream.client import ResponseHeaders, response_headers
+
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"x-multi", b"a"),
+        (b"x-multi", b"b"),
+        (b"connection", b"keep-alive, X-Private"),
+        (b"x-private", b"1"),
+        (b"content-length", b"12"),
+        (b"x-name", "caf\u00e9".encode()),
+    ]
+    ours, theirs = ResponseHeaders(raw), httpx.Headers(raw)
+    for key in ("Content-Type", "content-type", "X-MULTI", "x-name", "missing", "content-length"):
+        assert ours.get(key) == theirs.get(key), key
+        assert ours.get(key, "dflt") == theirs.get(key, "dflt")
+        assert (key in ours) == (key in theirs)
+    assert ours["x-multi"] == "a, b"
+    with pytest.raises(KeyError):
+        ours["missing"]
+    latin = [(b"x-name", b"caf\xe9")]  # not UTF-8: httpx falls back to Latin-1, so do we
+    assert ResponseHeaders(latin).get("x-name") == httpx.Headers(latin).get("x-name") == "caf\u00e9"
+    assert not ResponseHeaders(raw).coded and ResponseHeaders([(b"content-encoding", b"gzip")]).coded
+    named = frozenset({b"keep-alive", b"x-private"})
+    for drop in (False, True):
+        assert response_headers(ResponseHeaders(raw, named), drop) == response_headers(theirs, drop)
+    assert (b"x-private", b"1") not in response_headers(ResponseHeaders(raw, named))
+
+
+async def test_native_exchange_answers_as_send_fast_does(upstream: tuple[str, Upstream]) -> None:
+    """exchange (the proxy's hot path) and send_fast give the same status, headers and body; the
+    UpstreamResponse reads like httpx.Response (aread twice, consumed, closed, the pool freed)."""
+    from proxy.upstream.client import UpstreamResponse, raw_chunks, read, response_headers
+
+    url, app = upstream
+    t = NativeTransport(max_connections=1)
+    try:
+        app.clients.clear()
+        ref = await t.send_fast("GET", url + "/echo", [("x-a", "1")], None, T)
+        ref_body = await ref.aread()
+        await ref.aclose()
+        base = t.base(url)
+        for _ in range(3):  # a pool of one: each answer must give its connection back
+            r = await t.exchange("GET", base, "/echo", [("x-a", "1")], None, {**T, "pool": 0.5})
+            assert type(r) is UpstreamResponse
+            assert r.status_code == ref.status_code
+            assert r.headers.get("Content-Type") == ref.headers.get("content-type")
+            assert response_headers(r.headers) == response_headers(ref.headers)
+            assert await read(r) == ref_body
+            assert await r.aread() == ref_body and r.content == ref_body and r.is_closed
+            with pytest.raises(httpx.StreamConsumed):
+                [c async for c in raw_chunks(r)]
+            await r.aclose()
+        r = await t.exchange("GET", base, "/echo", [("x-a", "1")], None, {**T, "pool": 0.5})
+        assert b"".join([c async for c in raw_chunks(r)]) == ref_body
+        await r.aclose()
+        with pytest.raises(httpx.StreamConsumed):  # as httpx: consumed is said before closed
+            await r.aread()
+        assert len(set(app.clients)) == 1
+        r = await t.exchange("GET", base, "/echo", [], None, {**T, "pool": 0.5})
+        await r.aclose()  # closed unread: the connection is dropped, the permit freed
+        with pytest.raises(httpx.StreamClosed):
+            await r.aread()
+        r = await t.exchange("GET", base, "/gzip", [("accept-encoding", "gzip")], None, {**T, "pool": 0.5})
+        assert await read(r) == b'{"compressed":true}'  # content coding undone, as httpx's aread does
+        await r.aclose()
+    finally:
+        await t.aclose()
+
+
+async def test_native_read_timeout_of_a_shorter_wait_on_a_reused_connection(upstream: tuple[str, Upstream]) -> None:
+    """The read timer is per connection and lazy: a wait with a shorter timeout than the one the
+    timer was armed for (a /readyz probe after a default request) still times out on its own."""
+    url, _ = upstream
+    t = NativeTransport(max_connections=1)
+    try:
+        base = t.base(url)
+        r = await t.exchange("GET", base, "/echo", [], None, {**T, "read": 30.0})
+        await r.aread()
+        with pytest.raises(httpx.ReadTimeout):
+            await t.exchange("GET", base, "/slow-headers", [], None, {**T, "read": 0.2})
+        r = await t.exchange("GET", base, "/slow-body", [], None, {**T, "read": 30.0})
+        assert await r.aread() == b"1234567890"  # progress resets nothing wrongly: the body completes
+    finally:
+        await t.aclose()
+
+
+async def test_native_pool_permit_goes_to_the_next_waiter(upstream: tuple[str, Upstream]) -> None:
+    """max_connections=1: a waiter gets the permit when the holder closes, and a waiter cancelled
+    after being handed the permit passes it on instead of losing it."""
+    url, _ = upstream
+    t = NativeTransport(max_connections=1)
+    try:
+        base = t.base(url)
+        held = await t.exchange("GET", base, "/echo", [], None, T)
+        first = asyncio.ensure_future(t.exchange("GET", base, "/echo", [], None, T))
+        second = asyncio.ensure_future(t.exchange("GET", base, "/echo", [], None, T))
+        await asyncio.sleep(0.05)
+        assert not first.done() and not second.done()
+        await held.aclose()  # hands the permit to `first`...
+        first.cancel()  # ...which is cancelled before it runs: `second` must get it
+        r = await asyncio.wait_for(second, 5)
+        assert r.status_code == 200
+        await r.aclose()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        r = await t.exchange("GET", base, "/echo", [], None, {**T, "pool": 0.5})  # and it is free again
+        await r.aclose()
+    finally:
+        await t.aclose()
+
+
+async def test_native_header_names_checked_once_still_refuse_injection() -> None:
+    """Header names are checked the first time they are seen; values every time."""
+    t = NativeTransport()
+    try:
+        base = t.base("http://127.0.0.1:9")
+        for bad in ([("x-a", "1\r\nx-injected: 1")], [("x-a", "1\n")], [("connection", "x\r\ny: 1")]):
+            with pytest.raises(httpx.LocalProtocolError):
+                await t.exchange("GET", base, "/", bad, None, T)
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await t.exchange("GET", base, "/a\r\nb", [], None, T)
+        with pytest.raises(httpx.UnsupportedProtocol):
+            t.base("http://127.0.0.1:9/a b")
+    finally:
+        await t.aclose()
+
+
+async def test_whole_body_only_when_all_of_it_has_arrived(upstream: tuple[str, Upstream]) -> None:
+    """whole_body (the relay's shortcut for small answers) gives the body once it is all there,
+    else None and the stream is left to raw_chunks; either way the connection goes back."""
+    from proxy.upstream.client import raw_chunks, whole_body
+
+    url, app = upstream
+    t = NativeTransport(max_connections=1)
+    try:
+        base = t.base(url)
+        app.clients.clear()
+        r = await t.exchange("GET", base, "/echo", [], None, T)
+        expected = await r.aread()
+        r = await t.exchange("GET", base, "/echo", [], None, T)
+        while not r.stream._conn.complete:  # let the whole answer arrive
+            await asyncio.sleep(0.01)
+        assert whole_body(r) == expected
+        assert whole_body(r) is None  # consumed
+        with pytest.raises(httpx.StreamConsumed):
+            [c async for c in raw_chunks(r)]
+        await r.aclose()
+        r = await t.exchange("GET", base, "/slow-body", [], None, {**T, "pool": 0.5})
+        assert whole_body(r) is None  # half of it is still a second away
+        assert b"".join([c async for c in raw_chunks(r)]) == b"1234567890"
+        await r.aclose()
+        r = await t.exchange("GET", base, "/echo", [], None, {**T, "pool": 0.5})
+        await r.aclose()
+        assert len(set(app.clients)) == 1
+    finally:
+        await t.aclose()

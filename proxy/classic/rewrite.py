@@ -148,10 +148,25 @@ class DurationKey:
 # ------------------------------------------------------------------------------------ helpers
 
 
+#: A query string that parse_qsl + urlencode give back byte for byte: name=value pairs of
+#: unreserved characters only (no percent-escapes, "+", blank fields or names without "=").
+_PLAIN_QUERY = re.compile(rb"(?:[A-Za-z0-9._~-]+=[A-Za-z0-9._~-]*(?:&[A-Za-z0-9._~-]+=[A-Za-z0-9._~-]*)*)?")
+
+
 def rewrite_query(raw: bytes, ops: Sequence[DropQuery | DefaultQuery | LowerBoolQuery]) -> bytes:
     if not ops:
         return raw
-    query: Query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    if _PLAIN_QUERY.fullmatch(raw):
+        # Most queries (none at all, ?limit=10): parsing and re-encoding would give `raw` back,
+        # so when no op changes the pairs, `raw` is the answer without urlencode's work.
+        plain: Query = [tuple(p.decode("ascii").split("=", 1)) for p in raw.split(b"&")] if raw else []  # type: ignore[misc]
+        query = plain
+        for op in ops:
+            query = op.apply(query)
+        if query == plain:
+            return raw
+        return urlencode(query).encode("latin-1")
+    query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
     for op in ops:
         query = op.apply(query)
     return urlencode(query).encode("latin-1")
@@ -285,7 +300,8 @@ def translate_request(
     """
     action = route.action
     ops_query: tuple[Any, ...] = getattr(action, "query", ())
-    if ops_query or b"provider" in query:
+    if (ops_query or b"provider" in query) and (query or any(type(op) is DefaultQuery for op in ops_query)):
+        # (an empty query stays empty unless an op adds a default)
         query = rewrite_query(query, (PROVIDER, *ops_query))
     body = dumps(rewrite_body(doc, getattr(action, "body", None) or ())) if doc is not None else None
     return UpstreamRequest(route.method, route.upstream_path(params), query, body)

@@ -6,6 +6,11 @@ unit tests (see `default_transport` and BENCHMARKS.md). Only GET and HEAD are re
 once, after a short random pause, when the connection failed before any answer (most often a
 pooled keep-alive connection the server had just closed); never POST, PUT, PATCH or DELETE.
 The other replay (after a 401) is decided by the caller, which knows the request never ran.
+
+Answers: `NativeTransport.exchange` gives an `UpstreamResponse` (the few operations of
+`httpx.Response` the pipeline uses, built from the parser's header pairs: an httpx.Response and
+its Headers cost about as much as the exchange itself); the other transports give
+`httpx.Response`s. `read`, `raw_chunks`, `whole_body` and `response_headers` take either.
 """
 
 from __future__ import annotations
@@ -14,14 +19,26 @@ import asyncio
 import http.cookiejar
 import random
 import time
-from collections.abc import AsyncIterable, Callable
-from typing import Literal
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
 
 import httpx
 
 from ..config import Settings
 from ..errors import OutcomeUnknown, Overloaded, ProxyError, UpstreamError, UpstreamTimeout
 from . import egress
+from .response import Response, ResponseHeaders, UpstreamResponse
+
+__all__ = [
+    "Response",
+    "ResponseHeaders",
+    "Upstream",
+    "UpstreamResponse",
+    "raw_chunks",
+    "read",
+    "response_headers",
+    "whole_body",
+]
 
 #: RFC 9110 §7.6.1 connection-specific headers, plus ones we never pass either way.
 HOP_BY_HOP = frozenset(
@@ -78,25 +95,45 @@ class _NoCookies(http.cookiejar.CookieJar):
         return None
 
 
-def response_headers(headers: httpx.Headers, drop_length: bool = False) -> list[tuple[bytes, bytes]]:
-    """Upstream headers minus hop-by-hop ones, including any named in Connection."""
-    raw = headers.raw
+async def _raise(exc: Exception) -> AsyncIterator[bytes]:
+    raise exc
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def response_headers(headers: httpx.Headers | ResponseHeaders, drop_length: bool = False) -> list[tuple[bytes, bytes]]:
+    """Upstream headers minus hop-by-hop ones, including any named in Connection; names lower-cased.
+
+    From `ResponseHeaders` (the native transport's) this is one filter over the parser's pairs:
+    the names are lower-cased and the Connection header read while parsing."""
     drop = _DROP_WITH_LENGTH if drop_length else _DROP
-    named = None
-    for k, v in raw:
-        if k.lower() == b"connection":
-            extra = {t.strip().lower() for t in v.split(b",")}
-            named = extra if named is None else named | extra
-    if named:
-        drop = drop | named
-    return [(k.lower(), v) for k, v in raw if k.lower() not in drop]
+    if type(headers) is ResponseHeaders:
+        named = headers.named
+        if named:
+            drop = drop | named
+        return [p for p in headers.raw if p[0] not in drop]
+    pairs = [(k.lower(), v) for k, v in headers.raw]
+    for k, v in pairs:
+        if k == b"connection":
+            drop = drop | {t.strip().lower() for t in v.split(b",")}
+    return [p for p in pairs if p[0] not in drop]
 
 
-async def read(resp: httpx.Response) -> bytes:
+async def read(resp: Response) -> bytes:
     """`await resp.aread()`, the same bytes and the same end state (read, closed, connection back
     in the pool), without httpx's three nested async generators and two context managers per
     answer when the transport's stream can read its body whole (`NativeTransport`) and there is
     no content coding to undo. Anything else goes through `aread`."""
+    if type(resp) is UpstreamResponse:
+        stream = resp.stream
+        if resp.consumed or resp._content is not None or resp.headers.coded or stream.released:
+            return await resp.aread()  # the errors, the cached content, or httpx's decoders
+        resp.consumed = True
+        data = stream.whole()
+        if data is None:
+            data = await stream.read_all()
+        stream.release()
+        resp._content = data
+        return data  # type: ignore[no-any-return]
     read_all = getattr(resp.stream, "read_all", None)
     if read_all is None or resp.is_stream_consumed or resp.is_closed or hasattr(resp, "_content"):
         return await resp.aread()
@@ -110,9 +147,28 @@ async def read(resp: httpx.Response) -> bytes:
     return data
 
 
-def raw_chunks(resp: httpx.Response) -> AsyncIterable[bytes]:
+def whole_body(resp: Response) -> bytes | None:
+    """The raw body, without awaiting, when the transport has all of it already (NativeTransport,
+    a small answer): what iterating `raw_chunks` would give, joined. None: iterate `raw_chunks`.
+    Consumes the stream when it answers; the caller closes `resp`."""
+    if type(resp) is not UpstreamResponse or resp.consumed or resp._content is not None or resp.stream.released:
+        return None
+    body: bytes | None = resp.stream.whole()
+    if body is not None:
+        resp.consumed = True
+    return body
+
+
+def raw_chunks(resp: Response) -> AsyncIterable[bytes]:
     """`resp.aiter_raw()` without httpx's wrapping generator, when the transport's stream is
     `NativeTransport`'s (it yields what it received, as aiter_raw would). The caller closes `resp`."""
+    if type(resp) is UpstreamResponse:
+        if resp.consumed or resp._content is not None:
+            return _raise(httpx.StreamConsumed())
+        if resp.stream.released:
+            return _raise(httpx.StreamClosed())
+        resp.consumed = True
+        return resp.stream  # type: ignore[no-any-return]
     stream = resp.stream
     if getattr(stream, "read_all", None) is None or resp.is_stream_consumed or resp.is_closed:
         return resp.aiter_raw()
@@ -160,7 +216,12 @@ class Upstream:
             cookies=httpx.Cookies(_NoCookies()),
         )
         self._extensions = {name: {"timeout": t.as_dict()} for name, t in self.timeouts.items()}
+        self._timeout_dicts = {name: ext["timeout"] for name, ext in self._extensions.items()}
         self._send_fast = getattr(self.transport, "send_fast", None)
+        #: NativeTransport's hot path: the base URL is parsed once (`base`), answers are
+        #: `UpstreamResponse`s. Resolved on the first request, where a bad URL maps as before.
+        self._exchange = getattr(self.transport, "exchange", None)
+        self._base_handle: Any = None
         #: GET/HEAD retries made (and a metrics hook, set by the app).
         self.retries = 0
         self.on_retry: Callable[[], None] | None = None
@@ -196,21 +257,22 @@ class Upstream:
         timeout: Literal["default", "submit", "probe"] = "default",
         creates: bool = False,
         request_id: str = "",
-    ) -> httpx.Response:
+    ) -> Response:
         """Send and return the response with its body still unread (stream it or read it).
 
         `body` is bytes or an async iterator of bytes (streamed; pass its Content-Length in
         `headers`). No client-level defaults are added: `headers` is what goes upstream (plus Host).
+        The answer is an `UpstreamResponse` from NativeTransport, else an `httpx.Response`.
         """
-        url = self.base + path + ("?" + query.decode("latin-1") if query else "")
-        ext = self._extensions[timeout]
         if body is not None and not isinstance(body, bytes) and hasattr(body, "stream"):
             # A replayable spooled body (proxy.classic.bodystream.SpooledBody): a fresh stream per send.
             headers = [*headers, ("content-length", str(body.size))]
             body = body.stream()
+        target = path + "?" + query.decode("latin-1") if query else path
+        timeouts = self._timeout_dicts[timeout]
         try:
             try:
-                resp = await self._send(method, url, headers, body, ext)
+                resp = await self._send(method, target, headers, body, timeouts)
             except _RETRYABLE:
                 if method not in RETRY_METHODS:
                     raise
@@ -218,7 +280,7 @@ class Upstream:
                 if self.on_retry is not None:
                     self.on_retry()
                 await asyncio.sleep(random.uniform(0.01, 0.1))  # jitter: not in step with other callers
-                resp = await self._send(method, url, headers, body, ext)
+                resp = await self._send(method, target, headers, body, timeouts)
             self.reached_at = time.monotonic()
             return resp
         except (httpx.ProxyError, httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
@@ -256,13 +318,21 @@ class Upstream:
             return UpstreamError(f"the new API dropped the connection ({type(exc).__name__}): {where}")
         return UpstreamError(f"upstream request failed ({type(exc).__name__}): {where}")
 
-    async def _send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: object, ext: dict
-    ) -> httpx.Response:
+    def _send(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: object, timeouts: dict
+    ) -> Awaitable[Response]:
+        """The transport's awaitable for one exchange (no coroutine of its own on the hot path)."""
+        exchange = self._exchange
+        if exchange is not None:
+            base = self._base_handle
+            if base is None:
+                base = self._base_handle = self.transport.base(self.base)  # type: ignore[attr-defined]
+            return exchange(method, base, target, headers, body, timeouts)  # type: ignore[no-any-return]
         if self._send_fast is not None:
-            return await self._send_fast(method, url, headers, body, ext["timeout"])
-        request = httpx.Request(method, url, headers=headers, content=body, extensions=ext)  # type: ignore[arg-type]
-        return await self.transport.handle_async_request(request)
+            return self._send_fast(method, self.base + target, headers, body, timeouts)  # type: ignore[no-any-return]
+        ext = {"timeout": timeouts}
+        request = httpx.Request(method, self.base + target, headers=headers, content=body, extensions=ext)  # type: ignore[arg-type]
+        return self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -9,15 +9,14 @@ Failures are logged once per state change, never with the key.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from cachetools import TLRUCache
 
 from ..errors import IamError, IamKeyRejected
 
@@ -64,9 +63,11 @@ class TokenProvider:
         self._clock = clock
         self._client = client or httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False)
         self._owns_client = client is None
-        # One entry per key fingerprint; the TLRU evicts a token when it becomes unusable.
-        self._cache: TLRUCache[str, Token] = TLRUCache(maxsize=4, ttu=self._ttu, timer=clock)
-        self._slot = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+        # The cached token and its two instants (monotonic), read by every request: `get()` is
+        # two attribute reads and a clock comparison while the token is good.
+        self._token: Token | None = None
+        self._refresh_at = 0.0
+        self._expires_at = -math.inf  # unusable from then on (nothing cached: always)
         self._inflight: asyncio.Task[Token] | None = None
         self._state = "ok"
         self.fetches = 0
@@ -74,31 +75,38 @@ class TokenProvider:
         self.last_error: IamError | None = None
         self.on_event: Callable[[str], None] | None = None  # metrics hook: "refresh" / "failure"
 
-    @staticmethod
-    def _ttu(_key: str, token: Token, _now: float) -> float:
-        return token.expires_at
-
     # -- public -----------------------------------------------------------------------------
     def current(self) -> Token | None:
-        return self._cache.get(self._slot)
+        """The cached token while it is usable, else None."""
+        return self._token if self._clock() < self._expires_at else None
 
     @property
     def ready(self) -> bool:
         return self.current() is not None
 
-    async def get(self) -> str:
-        token = self.current()
-        if token is not None:
-            if self._clock() >= token.refresh_at:
+    def cached(self) -> str | None:
+        """`get()` without awaiting when the cached token is usable (None: await `get()`);
+        past the refresh point it starts the background renewal, as `get()` does."""
+        now = self._clock()
+        if now < self._expires_at:
+            if now >= self._refresh_at:
                 self._start_refresh()  # renew in the background; this one is still good
-            return token.value
+            return self._token.value  # type: ignore[union-attr]
+        return None
+
+    async def get(self) -> str:
+        now = self._clock()
+        if now < self._expires_at:
+            if now >= self._refresh_at:
+                self._start_refresh()  # renew in the background; this one is still good
+            return self._token.value  # type: ignore[union-attr]
         return (await self._refresh()).value
 
     def invalidate(self, value: str) -> None:
         """The upstream said 401 with this token: never hand it out again."""
         token = self.current()
         if token is not None and token.value == value:
-            self._cache.pop(self._slot, None)
+            self._store(None)
 
     async def aclose(self) -> None:
         if self._inflight is not None and not self._inflight.done():
@@ -152,7 +160,7 @@ class TokenProvider:
         except (ValueError, KeyError, TypeError):
             raise self._fail(IamError("IAM answered without a usable token", headers=_retry())) from None
         token = Token(value=value, obtained=started, lifetime=lifetime)
-        self._cache[self._slot] = token
+        self._store(token)
         if self._state != "ok":
             log.warning("IAM token obtained again after failures")
         self._state = "ok"
@@ -160,6 +168,11 @@ class TokenProvider:
         if self.on_event:
             self.on_event("refresh")
         return token
+
+    def _store(self, token: Token | None) -> None:
+        self._token = token
+        self._refresh_at = token.refresh_at if token is not None else 0.0
+        self._expires_at = token.expires_at if token is not None else -math.inf
 
     def _fail(self, err: IamError) -> IamError:
         self.failures += 1

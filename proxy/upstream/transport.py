@@ -25,11 +25,14 @@ Both guarantee, like httpx's default transport as `proxy.upstream.client` config
 
 `send_fast(method, url, headers, body, timeouts)` is `handle_async_request` without building an
 `httpx.Request` first (~25 µs of URL parsing and header normalization that the transport would
-redo anyway); `proxy.upstream.client` uses it on the hot path. httpx's `write` timeout is enforced by
+redo anyway). NativeTransport's `exchange(method, base(url), target, ...)` goes further for
+`proxy.upstream.client`'s hot path: the base URL parsed once, header names checked once, one
+read timer per connection rather than per wait, and the answer an `UpstreamResponse` (see
+`proxy.upstream.response`) instead of an `httpx.Response`. httpx's `write` timeout is enforced by
 NativeTransport only (aiohttp has no equivalent).
 
 Why one long module: both transports honour the same httpx contract (listed above) and share
-its error mapping; `send_fast` is long because the hot path must not pay extra calls per request.
+its error mapping; `exchange` is long because the hot path must not pay extra calls per request.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import httptools
 import httpx
 
 from .egress import ProxyURL
+from .response import ResponseHeaders, UpstreamResponse
 
 __all__ = ["AiohttpTransport", "NativeTransport"]
 
@@ -263,10 +267,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 _HOP_BY_HOP_REQUEST = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade"})
+#: A read timer that fires this close to its wait's deadline expires it (no re-arm for less).
+_CLOCK_SLACK = 0.001
+#: Response headers the parser notes while it reads them (framing, coding, Connection-named).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"content-encoding", b"connection"})
 
 
 class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: writes a request, parses the answer with httptools (llhttp)."""
+    """One HTTP/1.1 connection: writes a request, parses the answer with httptools (llhttp).
+
+    Read timeouts: one timer per connection, armed lazily. `expect()` notes when a wait began;
+    the timer, when it fires, fails the pending wait if it has lasted `timeout` seconds, else
+    re-arms itself for that wait's deadline (so a busy connection pays no timer per request).
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -278,6 +291,10 @@ class _Connection(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.active = False
         self.key: tuple[str, str, int] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.wait_started = 0.0
+        self.wait_timeout: float | None = None
+        self.wait_what = ""
         self.reset()
 
     def reset(self) -> None:
@@ -292,6 +309,9 @@ class _Connection(asyncio.Protocol):
         self.until_eof = False
         self.head_only = False
         self.keep_alive = False
+        self.delimited = False  # Content-Length or chunked framing seen
+        self.coded = False  # Content-Encoding seen
+        self.named: frozenset[bytes] | None = None  # names listed in Connection
         self.error: httpx.TransportError | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.read_paused = False
@@ -315,6 +335,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.active and not self.complete and self.error is None:
             if self.headers_done and self.until_eof and exc is None:
                 self.complete = True  # a body delimited by the end of the connection
@@ -342,7 +365,16 @@ class _Connection(asyncio.Protocol):
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()  # once, here: framing, relaying and look-ups all compare lower-case names
         self.headers.append((name, value))
+        if name in _FRAMING:
+            if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
+                self.delimited = True
+            elif name == b"content-encoding":
+                self.coded = True
+            elif name == b"connection":
+                tokens = frozenset(t.strip().lower() for t in value.split(b","))
+                self.named = tokens if self.named is None else self.named | tokens
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -350,18 +382,16 @@ class _Connection(asyncio.Protocol):
             self.interim = True
             self.headers = []
             self.reason = b""
+            self.delimited = self.coded = False
+            self.named = None
             return
         self.status = status
         self.headers_done = True
-        delimited = status in (204, 304) or self.head_only
-        for k, v in self.headers:
-            lk = k.lower()
-            if lk == b"content-length" or (lk == b"transfer-encoding" and b"chunked" in v.lower()):
-                delimited = True
-        self.until_eof = not delimited
+        self.until_eof = not (self.delimited or status in (204, 304) or self.head_only)
         if self.head_only:
             self.complete = True  # no body follows a HEAD answer; the connection is not reused
-        self._wake()
+        if self.waiter is not None:  # (the callbacks test before calling _wake: most find none)
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -369,7 +399,8 @@ class _Connection(asyncio.Protocol):
         if self.buffered > _HIGH_WATER and not self.read_paused and self.transport is not None:
             self.read_paused = True
             self.transport.pause_reading()
-        self._wake()
+        if self.waiter is not None:
+            self._wake()
 
     def on_message_complete(self) -> None:
         if self.interim:
@@ -377,7 +408,8 @@ class _Connection(asyncio.Protocol):
             return
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive() and not self.head_only
-        self._wake()
+        if self.waiter is not None:
+            self._wake()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _fail(self, err: httpx.TransportError) -> None:
@@ -387,19 +419,40 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    async def wait(self, timeout: float | None, what: str) -> None:
-        """Until the parser makes progress (or the connection ends); ReadTimeout after `timeout`."""
-        w = self.waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _expire, w, what) if timeout is not None else None
-        try:
-            await w
-        finally:
+        if w is not None:
             self.waiter = None
-            if timer is not None:
+            if not w.done():
+                w.set_result(None)
+
+    def expect(self, timeout: float | None, what: str) -> asyncio.Future[None]:
+        """A future done when the parser makes progress (or the connection ends); it fails with
+        ReadTimeout if none comes within `timeout` seconds. Await it at once."""
+        loop = self.loop
+        w = self.waiter = loop.create_future()
+        self.wait_timeout = timeout
+        if timeout is not None:
+            self.wait_what = what
+            now = self.wait_started = loop.time()
+            timer = self.timer
+            if timer is None:
+                self.timer = loop.call_at(now + timeout, self._on_timer)
+            elif timer.when() > now + timeout:  # armed for a longer wait: this one ends sooner
                 timer.cancel()
+                self.timer = loop.call_at(now + timeout, self._on_timer)
+        return w
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        w = self.waiter
+        timeout = self.wait_timeout
+        if w is None or w.done() or timeout is None or self.closed:
+            return  # no wait pending: disarmed until the next one
+        deadline = self.wait_started + timeout
+        if self.loop.time() + _CLOCK_SLACK >= deadline:  # uvloop's clock ticks in milliseconds
+            self.waiter = None
+            w.set_exception(httpx.ReadTimeout(f"no {self.wait_what} from the upstream in time"))
+        else:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
 
     async def drain(self, timeout: float | None) -> None:
         if not self.write_paused or self.closed:
@@ -424,13 +477,11 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.transport is not None:
             self.transport.close()
-
-
-def _expire(waiter: asyncio.Future[None], what: str) -> None:
-    if not waiter.done():
-        waiter.set_exception(httpx.ReadTimeout(f"no {what} from the upstream in time"))
 
 
 class _Origin:
@@ -490,14 +541,15 @@ class _ConnectReply(asyncio.Protocol):
 
 
 class _NativeStream(httpx.AsyncByteStream):
-    __slots__ = ("_conn", "_done", "_pool", "_read_timeout", "_slot")
+    """The body of one answer on its connection; `release()` frees both (see UpstreamResponse)."""
 
-    def __init__(self, pool: NativeTransport, conn: _Connection, slot: _Slot, read_timeout: float | None) -> None:
+    __slots__ = ("_conn", "_pool", "_read_timeout", "released")
+
+    def __init__(self, pool: NativeTransport, conn: _Connection, read_timeout: float | None) -> None:
         self._pool = pool
         self._conn = conn
-        self._slot = slot
         self._read_timeout = read_timeout
-        self._done = False
+        self.released = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         conn = self._conn
@@ -509,7 +561,7 @@ class _NativeStream(httpx.AsyncByteStream):
                 raise conn.error
             if conn.complete:
                 return
-            await conn.wait(self._read_timeout, "body bytes")
+            await conn.expect(self._read_timeout, "body bytes")
 
     async def read_all(self) -> bytes:
         """The whole body, as iterating and joining would give it, without an async generator."""
@@ -523,21 +575,101 @@ class _NativeStream(httpx.AsyncByteStream):
                 raise conn.error
             if conn.complete:
                 return parts[0] if len(parts) == 1 else b"".join(parts)
-            await conn.wait(self._read_timeout, "body bytes")
+            await conn.expect(self._read_timeout, "body bytes")
 
-    async def aclose(self) -> None:
-        if self._done:
+    def whole(self) -> bytes | None:
+        """The rest of the body if all of it has arrived already (most small answers), else None."""
+        conn = self._conn
+        if conn.complete and conn.error is None:
+            chunks = conn.chunks
+            if not chunks:
+                return b""
+            if len(chunks) == 1 and not conn.read_paused:
+                conn.buffered = 0
+                return chunks.popleft()
+            return conn.take_body()
+        return None
+
+    def release(self) -> None:
+        """Give the connection back (whole body read, reusable) or close it; free the pool slot. Once."""
+        if self.released:
             return
-        self._done = True
+        self.released = True
         conn = self._conn
         conn.active = False
+        pool = self._pool
         try:
             if conn.complete and conn.keep_alive and conn.error is None and not conn.closed and not conn.chunks:
-                self._pool._put_back(conn)
+                if pool._closed:
+                    conn.close()
+                else:  # back to the pool, the most recently used last
+                    conn.reset()
+                    conn.idle_since = conn.loop.time()
+                    assert conn.key is not None
+                    idle = pool._idle.get(conn.key)
+                    if idle is None:
+                        pool._idle[conn.key] = [conn]
+                    else:
+                        idle.append(conn)
             else:
                 conn.close()  # abandoned mid-body or not reusable: never hand it to another request
         finally:
-            self._slot.release()
+            pool._permits.release()  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        self.release()
+
+
+class _Permits:
+    """At most `free` exchanges in flight: a counter while one is free (no lock, no coroutine);
+    past that, waiters in arrival order, each handed a released permit directly."""
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        """Until a permit is handed over; PoolTimeout after `timeout` seconds."""
+        w = loop.create_future()
+        self.waiters.append(w)
+        timer = loop.call_later(timeout, _pool_timeout, w) if timeout is not None else None
+        try:
+            await w
+        except BaseException:
+            if w.done() and not w.cancelled() and w.exception() is None:
+                self.release()  # handed a permit, then cancelled: pass it on
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def release(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
+        self.free += 1
+
+
+def _pool_timeout(w: asyncio.Future[None]) -> None:
+    if not w.done():
+        w.set_exception(httpx.PoolTimeout("no upstream connection free within the pool timeout"))
+
+
+class _Base:
+    """A base URL resolved once (`NativeTransport.base`): its origin, the request-target prefix
+    (its path; absolute-form through a plain-http proxy), and the request line's constant tail."""
+
+    __slots__ = ("origin", "prefix", "tail")
+
+    def __init__(self, origin: _Origin, path: str) -> None:
+        self.origin = origin
+        self.prefix = origin.target_prefix + path
+        self.tail = f" HTTP/1.1\r\nhost: {origin.host_header}\r\n{origin.extra_head}"
 
 
 class NativeTransport(httpx.AsyncBaseTransport):
@@ -550,6 +682,10 @@ class NativeTransport(httpx.AsyncBaseTransport):
     timeout), plus httpx's `write` timeout. It never retries: a request whose pooled connection
     turns out dead fails with RemoteProtocolError/ReadError, and the proxy decides.
     HTTP/1.1 only (the new API and IAM speak it; HTTP/2 brings nothing to a local proxy).
+
+    `exchange(method, base(url), target, ...)` is the hot path (`proxy.upstream.client.Upstream`):
+    the base URL parsed once, the answer an `UpstreamResponse`. `send_fast` and
+    `handle_async_request` answer with `httpx.Response`s over the same exchange.
     """
 
     def __init__(
@@ -565,50 +701,40 @@ class NativeTransport(httpx.AsyncBaseTransport):
         self._ssl = ssl_context
         self._proxy = proxy
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._origins: dict[str, tuple[_Origin, int]] = {}
-        self._sem: asyncio.Semaphore | None = None
+        self._bases: dict[str, _Base] = {}
+        #: Request header name -> 0 (send), 1 (content-length: send, and the caller framed the body),
+        #: 2 (hop-by-hop: never sent); names are checked once, the first time they are seen.
+        self._header_kinds: dict[str, int] = {}
+        self._permits: _Permits | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     # -- pool ------------------------------------------------------------------------------------
-    def _origin(self, url: str) -> tuple[_Origin, str]:
+    def base(self, url: str) -> _Base:
+        """`url` ("scheme://host[:port][/path]") parsed and checked once; requests add their target."""
+        hit = self._bases.get(url)
+        if hit is not None:
+            return hit
         sep = url.find("://")
         slash = url.find("/", sep + 3) if sep > 0 else -1
         prefix = url if slash < 0 else url[:slash]
-        target = "/" if slash < 0 else url[slash:]
-        hit = self._origins.get(prefix)
-        if hit is None:
-            u = urlsplit(prefix)
-            if u.scheme not in ("http", "https") or not u.hostname:
-                raise httpx.UnsupportedProtocol(f"unsupported URL {prefix!r}: http(s) only")
-            ssl = None
-            if u.scheme == "https":
-                ssl = self._ssl = self._ssl or httpx.create_ssl_context()
-            hit = self._origins[prefix] = (_Origin(u.scheme, u.hostname, u.port, ssl, self._proxy), 0)
-        if "\r" in target or "\n" in target or " " in target or "\0" in target:
+        path = "" if slash < 0 else url[slash:]
+        u = urlsplit(prefix)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise httpx.UnsupportedProtocol(f"unsupported URL {prefix!r}: http(s) only")
+        if "\r" in path or "\n" in path or " " in path or "\0" in path:
             raise httpx.UnsupportedProtocol("invalid characters in the request target")
-        return hit[0], target
+        ssl = None
+        if u.scheme == "https":
+            ssl = self._ssl = self._ssl or httpx.create_ssl_context()
+        hit = _Base(_Origin(u.scheme, u.hostname, u.port, ssl, self._proxy), path)
+        if len(self._bases) < 64:
+            self._bases[url] = hit
+        return hit
 
-    def _put_back(self, conn: _Connection) -> None:
-        if self._closed or conn.closed:
-            conn.close()
-            return
-        conn.reset()
-        conn.idle_since = conn.loop.time()
-        assert conn.key is not None
-        self._idle.setdefault(conn.key, []).append(conn)
-
-    async def _connection(self, origin: _Origin, timeout: float | None) -> _Connection:
+    async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
         loop = self._loop
         assert loop is not None
-        idle = self._idle.get(origin.key)
-        if idle:
-            now = loop.time()
-            while idle:
-                conn = idle.pop()  # the most recently used: its socket is the least likely to be stale
-                if not conn.closed and now - conn.idle_since < self._keepalive:
-                    return conn
-                conn.close()
         via = origin.via
         try:
             if via is None:
@@ -685,28 +811,55 @@ class NativeTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None],
         request: httpx.Request | None = None,
     ) -> httpx.Response:
-        """Send one request; the answer comes back with its body unread (a stream).
+        """Send one request; the answer comes back as an `httpx.Response` with its body unread (a stream).
 
         `headers` go out as given (Host is added; Content-Length for bytes; chunked framing for
         an iterator without a Content-Length). `timeouts` is httpx's `Timeout.as_dict()`.
         """
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._sem = asyncio.Semaphore(self._max_connections)
-        sem = self._sem
-        assert sem is not None
-        origin, target = self._origin(url)
-        head = [
-            f"{method} {origin.target_prefix}{target} HTTP/1.1\r\nhost: {origin.host_header}\r\n{origin.extra_head}"
-        ]
+        sep = url.find("://")
+        slash = url.find("/", sep + 3) if sep > 0 else -1
+        r = await self.exchange(
+            method, self.base(url if slash < 0 else url[:slash]), "/" if slash < 0 else url[slash:],
+            headers, body, timeouts,
+        )
+        stream = r.stream
+        return httpx.Response(
+            r.status_code,
+            headers=r.headers.raw,
+            stream=stream,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": stream._conn.reason},
+            request=request,
+        )
+
+    async def exchange(
+        self,
+        method: str,
+        base: _Base,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterable[bytes] | None,
+        timeouts: dict[str, float | None],
+    ) -> UpstreamResponse:
+        """Send one request to `base` (from `base(url)`) + `target` (path and query); the answer
+        comes back with its body unread. Otherwise as `send_fast`."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._permits = _Permits(self._max_connections)
+        if "\r" in target or "\n" in target or " " in target or "\0" in target:
+            raise httpx.UnsupportedProtocol("invalid characters in the request target")
+        head = [f"{method} {base.prefix}{target}{base.tail}" if target or base.prefix else f"{method} /{base.tail}"]
+        kinds = self._header_kinds
         has_length = False
         for k, v in headers:
-            if "\n" in v or "\r" in v or "\n" in k or "\r" in k or ":" in k:
+            kind = kinds.get(k)
+            if kind is None:
+                kind = self._header_kind(k)
+            if "\n" in v or "\r" in v:
                 raise httpx.LocalProtocolError(f"invalid header {k!r}")
-            lk = k.lower()
-            if lk in _HOP_BY_HOP_REQUEST:
-                continue
-            if lk == "content-length":
+            if kind:
+                if kind == 2:
+                    continue
                 has_length = True
             head.append(f"{k}: {v}\r\n")
         chunked = False
@@ -725,17 +878,26 @@ class NativeTransport(httpx.AsyncBaseTransport):
         except UnicodeEncodeError:
             raise httpx.LocalProtocolError("request line or headers are not latin-1") from None
 
-        if sem.locked():
-            try:
-                await asyncio.wait_for(sem.acquire(), timeouts.get("pool"))
-            except asyncio.TimeoutError:
-                raise httpx.PoolTimeout("no upstream connection free within the pool timeout") from None
+        permits = self._permits
+        assert permits is not None
+        if permits.free > 0:
+            permits.free -= 1
         else:
-            await sem.acquire()
-        slot = _Slot(sem)
+            await permits.wait(loop, timeouts.get("pool"))
         conn: _Connection | None = None
         try:
-            conn = await self._connection(origin, timeouts.get("connect"))
+            origin = base.origin
+            idle = self._idle.get(origin.key)
+            if idle:
+                now = loop.time()
+                while idle:
+                    c = idle.pop()  # the most recently used: its socket is the least likely to be stale
+                    if not c.closed and now - c.idle_since < self._keepalive:
+                        conn = c
+                        break
+                    c.close()
+            if conn is None:
+                conn = await self._connect(origin, timeouts.get("connect"))
             conn.active = True
             conn.head_only = method == "HEAD"
             transport = conn.transport
@@ -755,20 +917,26 @@ class NativeTransport(httpx.AsyncBaseTransport):
             while not conn.headers_done:
                 if conn.error is not None:
                     raise conn.error
-                await conn.wait(read_timeout, "answer")
+                await conn.expect(read_timeout, "answer")
         except BaseException:
             if conn is not None:
                 conn.active = False
                 conn.close()
-            slot.release()
+            permits.release()
             raise
-        return httpx.Response(
-            conn.status,
-            headers=conn.headers,
-            stream=_NativeStream(self, conn, slot, read_timeout),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": conn.reason},
-            request=request,
+        return UpstreamResponse(
+            conn.status, ResponseHeaders(conn.headers, conn.named, conn.coded), _NativeStream(self, conn, read_timeout)
         )
+
+    def _header_kind(self, name: str) -> int:
+        """Check a request header name (once per name) and say what it is (see `_header_kinds`)."""
+        if "\n" in name or "\r" in name or ":" in name:
+            raise httpx.LocalProtocolError(f"invalid header {name!r}")
+        low = name.lower()
+        kind = 2 if low in _HOP_BY_HOP_REQUEST else 1 if low == "content-length" else 0
+        if len(self._header_kinds) < 256:
+            self._header_kinds[name] = kind
+        return kind
 
     async def _send_body(
         self, conn: _Connection, body: AsyncIterable[bytes], chunked: bool, timeout: float | None

@@ -49,3 +49,23 @@ def test_the_value_is_frozen() -> None:
     req = translate_request(route("POST", "/jobs"), {}, b"", {})
     with pytest.raises(dataclasses.FrozenInstanceError):
         req.path = "/v1/other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("query", [b"", b"limit=10", b"exclude_params=False&limit=3", b"provider=h%2Fg%2Fp"])
+def test_every_forward_row_rewrites_its_query_as_the_long_way_does(query: bytes) -> None:
+    """translate_request skips the query rewrite where it would change nothing (an empty query and
+    no default to add): every row still gets what parsing and re-encoding would give."""
+    from urllib.parse import parse_qsl, urlencode
+
+    from proxy.classic.rewrite import PROVIDER
+    from proxy.classic.routes import Forward
+
+    rows = [r for r in RouteTable().routes if isinstance(r.action, Forward)]
+    assert any(r.action.query for r in rows)
+    for r in rows:
+        params = {p: "x1" for p in r.params}
+        pairs = parse_qsl(query.decode(), keep_blank_values=True)
+        for op in (PROVIDER, *r.action.query):
+            pairs = op.apply(pairs)
+        expected = urlencode(pairs).encode() if r.action.query or b"provider" in query else query
+        assert translate_request(r, params, query, None).query == expected, r.key

@@ -129,3 +129,38 @@ def test_body_rewrites_keep_valid_json_objects(doc: dict[str, Any], route: tuple
     except BadRequest:
         return  # e.g. an unparseable session TTL
     assert isinstance(json.loads(req.body or b"{}"), dict)
+
+
+_QUERY_OPS = [
+    (),
+    ("provider",),
+    ("provider", "lower"),
+    ("provider", "lower", "default"),
+    ("drop",),
+]
+
+
+@given(
+    raw=st.text(alphabet="aZ09._~-=&%+ ;/providerTrueFalse", max_size=24).map(str.encode),
+    which=st.sampled_from(_QUERY_OPS),
+)
+def test_query_rewrite_shortcut_gives_what_parsing_and_reencoding_give(raw: bytes, which: tuple[str, ...]) -> None:
+    """rewrite_query answers plain queries without urlencode: byte for byte the long way's result."""
+    from urllib.parse import parse_qsl, urlencode
+
+    from proxy.classic.rewrite import PROVIDER, default_query, drop_query, lower_bools, rewrite_query
+
+    named = {
+        "provider": PROVIDER,
+        "lower": lower_bools("exclude_params", "pending"),
+        "default": default_query("exclude_params", "true"),
+        "drop": drop_query("a", "version"),
+    }
+    ops = [named[w] for w in which]
+    expected = raw
+    if ops:
+        pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+        for op in ops:
+            pairs = op.apply(pairs)
+        expected = urlencode(pairs).encode("latin-1")
+    assert rewrite_query(raw, ops) == expected
