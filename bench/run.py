@@ -831,9 +831,10 @@ def render(b: Bench, info: dict[str, str]) -> str:
         add("## Choice of the upstream transport")
         add("")
         add(
-            f"httpx stays the client API (`proxy/upstream/client.py` builds no other kind of request or response); what "
-            f"moves the bytes is an `httpx.AsyncBaseTransport`. Same proxy, same run, only `QCP_TRANSPORT` differs; "
-            f"route `GET {ROUTE}`:"
+            f"What moves the bytes is an `httpx.AsyncBaseTransport`; the native one also has `exchange`, which the hot "
+            f"path calls and which answers with a small `UpstreamResponse` (`proxy/upstream/response.py`) instead of an "
+            f"`httpx.Response`; the other two answer with `httpx.Response`. Same proxy, same run, only `QCP_TRANSPORT` "
+            f"differs; route `GET {ROUTE}`:"
         )
         add("")
         add("| transport | c=1 req/s | c=1 p50 ms | c=32 req/s | c=32 p99 ms | CPU per request (c=32) |")
