@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -65,10 +66,14 @@ async def until_disconnect(receive: Callable) -> None:
 class HangupWatch:
     """Cancels the current task when the caller hangs up while it waits (a slow upstream GET).
 
-    Armed only after `after` seconds, so quick answers cost one timer, not a task. Use only
-    where nothing else reads `receive` meanwhile; `stop()` when the wait is over. A cancel
-    caused by it is recognised by `fired`.
+    Armed only after `after` seconds (at most a quarter of that later), so quick answers cost a
+    dict entry, not a task nor a timer of their own: one sweep timer per event loop, running
+    only while watches wait, arms the ones that have waited long enough. Use only where nothing
+    else reads `receive` meanwhile; `stop()` when the wait is over. A cancel caused by it is
+    recognised by `fired`.
     """
+
+    __slots__ = ("_done", "_due", "_watcher", "fired", "receive", "task")
 
     def __init__(self, receive: Callable, after: float) -> None:
         self.receive = receive
@@ -76,10 +81,16 @@ class HangupWatch:
         self.fired = False
         self._done = False
         self._watcher: asyncio.Future[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(after, self._start)
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + after
+        sweep = _SWEEPS.get(loop)
+        if sweep is None:
+            sweep = _SWEEPS[loop] = _Sweep(loop)
+        sweep.add(self, after)
 
     def _start(self) -> None:
-        self._watcher = asyncio.ensure_future(self._watch())
+        if not self._done:
+            self._watcher = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:
         await until_disconnect(self.receive)
@@ -89,8 +100,46 @@ class HangupWatch:
 
     def stop(self) -> None:
         self._done = True
-        self._timer.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
         if self.fired and self.task is not None and hasattr(self.task, "uncancel"):
             self.task.uncancel()  # the cancel was ours and is handled (Python 3.11+)
+        # The sweep may hold this watch until its next round: let the request's task and its
+        # receive() go now.
+        self.task = self.receive = None  # type: ignore[assignment]
+
+
+class _Sweep:
+    """The waiting HangupWatches of one event loop and the one timer that arms them."""
+
+    __slots__ = ("loop", "timer", "watches")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.watches: list[HangupWatch] = []  # in order of due time (one `after` per caller)
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, watch: HangupWatch, after: float) -> None:
+        self.watches.append(watch)
+        if self.timer is None:
+            self.timer = self.loop.call_later(after, self.run, after / 4)
+
+    def run(self, tick: float) -> None:
+        now = self.loop.time()
+        watches = self.watches
+        i = 0
+        for w in watches:
+            if w._due > now:
+                break
+            i += 1
+            w._start()
+        kept = [w for w in watches[i:] if not w._done]
+        self.watches = kept
+        if kept:
+            self.timer = self.loop.call_later(max(tick, kept[0]._due - now), self.run, tick)
+        else:
+            self.timer = None
+            _SWEEPS.pop(self.loop, None)
+
+
+_SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweep] = weakref.WeakKeyDictionary()
