@@ -158,7 +158,6 @@ class Http1Protocol(asyncio.Protocol):
         self.server_state = server_state
         self.connections: set[Any] = server_state.connections
         self.tasks: set[asyncio.Task[None]] = server_state.tasks
-        self._discard_task = self.tasks.discard
 
         # Per connection
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -362,7 +361,15 @@ class Http1Protocol(asyncio.Protocol):
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         http_version = parser.get_http_version()
-        refusal = self._refusal()
+        lim = self.limits
+        refusal = None
+        if (
+            self._head_size > lim.max_header_bytes
+            or len(self.headers) > lim.max_header_count
+            or self._te is not None
+            or len(self.connections) > lim.max_client_connections
+        ):
+            refusal = self._refusal()
         if refusal is None and self._upgrade_header and parser.should_upgrade() and self._websocket_wanted():
             self._method = method
             self._upgrading = True  # data_received hands the connection over
@@ -434,7 +441,7 @@ class Http1Protocol(asyncio.Protocol):
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self._discard_task)
+        cycle.task = task  # it leaves server_state.tasks when run_asgi ends (no done-callback per request)
         self.tasks.add(task)
 
     def on_body(self, body: bytes) -> None:
@@ -549,6 +556,7 @@ class Cycle:
         "response_complete",
         "response_started",
         "scope",
+        "task",
         "transport",
         "waiting_for_100_continue",
     )
@@ -572,6 +580,7 @@ class Cycle:
         self._head: bytes | None = None  # a response head waiting for its first body part
         self._flush_handle: asyncio.Handle | None = None
         self._report = True  # tell the protocol when the response is complete
+        self.task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._event = True
@@ -604,6 +613,7 @@ class Cycle:
                 self.close()
         finally:
             self._report = False
+            self.proto.tasks.discard(self.task)
 
     async def send_500_response(self) -> None:
         headers = [
