@@ -460,6 +460,10 @@ class Http1Protocol(asyncio.Protocol):
         cycle.wake()
 
     def on_message_complete(self) -> None:
+        # What follows is the next request's head (not this one's body: a pipelined request's
+        # body, read after the response before it, is not a head to count).
+        self._head_pending = True
+        self._head_fed = 0
         cycle = self.cycle
         if cycle is None or self._upgrading or cycle.response_complete:
             return
@@ -472,8 +476,6 @@ class Http1Protocol(asyncio.Protocol):
         if self.transport.is_closing():
             return
         self.resume_reading()
-        self._head_pending = True
-        self._head_fed = 0
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start(cycle, app)
@@ -696,7 +698,6 @@ class Cycle:
         proto = self.proto
         if proto.server_state.default_headers is not proto._default_src:
             proto.refresh_default_head()
-        lines = proto._default_lines
         parts = [STATUS_LINE[status], proto._default_head]
         prefixes = _PREFIXES
         close_sent = False
@@ -715,19 +716,21 @@ class Cycle:
                     self.keep_alive = False
                     close_sent = True
             parts += (prefix, value, b"\r\n")
-            lines += 1
+        count = len(parts) - 2  # 3 parts per header of the app's
         if not self.keep_alive and not close_sent:
             parts.append(b"connection: close\r\n")
-            lines += 1
         if self.chunked is None and not self.is_head and status != 204 and status != 304:
             self.chunked = True
             parts.append(b"transfer-encoding: chunked\r\n")
-            lines += 1
         parts.append(b"\r\n")
         head = b"".join(parts)
-        # Every control byte in the head should be one of the CRLFs written here (status, lines, end).
-        if len(head) - len(head.translate(None, _CONTROL)) != 2 * (lines + 2):
-            _check_values(headers)
+        # The only control bytes a head may hold are its own CRLFs: one per line here, the status
+        # line's and the default headers' (checked when they changed), the app's, the extra lines.
+        crlfs = 1 + proto._default_lines + count // 3 + len(parts) - 2 - count
+        if len(head) - len(head.translate(None, _CONTROL)) != 2 * crlfs:
+            for value in parts[3 : 2 + count : 3]:  # a tab is allowed; anything else is uvicorn's error
+                if HEADER_VALUE_RE.search(value):
+                    raise RuntimeError("Invalid HTTP header value.")
         if proto.access_log:
             scope = self.scope
             proto.access_logger.info(

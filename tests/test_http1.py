@@ -163,6 +163,29 @@ def test_pipelined_requests_are_answered_in_order() -> None:
     assert answers[2]["body"] == "xyz"
 
 
+def test_pipelined_body_is_not_counted_as_a_head() -> None:
+    """Regression: the body of a request pipelined behind a slow one, read once the slow one was
+    answered, was counted as head bytes and refused with a 431 past max_header_bytes (32 KiB)."""
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["path"] == "/slow":  # never calls receive(): reading stays paused while it runs
+            await asyncio.sleep(0.2)
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await echo(scope, receive, send)
+
+    body = b"b" * 600_000  # more than one read
+    with serving(app) as server, conn(server) as s:
+        s.sendall(get("/slow") + b"POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.1)  # the POST's head is parsed while /slow runs; its body comes after
+        s.sendall(body)
+        r = Reader(s)
+        first, second = r.answer(), r.answer()
+    assert first[0] == 200 and second[0] == 200, second
+    assert json.loads(second[2])["body"] == body.decode()
+
+
 def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None:
     with serving(echo) as server, conn(server) as s:
         s.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
@@ -295,6 +318,17 @@ def test_invalid_header_from_the_app_is_refused_not_sent() -> None:
         s.sendall(get("/"))
         r = Reader(s)
         assert r.closed()  # nothing written: no head with the injected line
+
+
+def test_invalid_header_value_in_a_generator_is_refused_too() -> None:
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        hdrs = iter([(b"content-length", b"2"), (b"x-evil", b"a\r\nset-cookie: injected=1")])
+        await send({"type": "http.response.start", "status": 200, "headers": hdrs})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with serving(app) as server, conn(server) as s:
+        s.sendall(get("/"))
+        assert Reader(s).closed()
 
 
 def test_a_tab_in_a_header_value_is_allowed() -> None:
