@@ -788,7 +788,7 @@ def render(b: Bench, info: dict[str, str]) -> str:
         add(
             "py-spy on the proxy under 32 connections on the two routes with the most proxy CPU per request "
             "(small bodies; same run, 250 samples/s). A Python frame's own time includes the C code it calls: "
-            "socket writes show up under uvicorn's `RequestResponseCycle.send` and `NativeTransport.send_fast`, "
+            "socket writes show up under `Cycle.send` (`proxy/http1.py`, to the caller) and `NativeTransport.exchange` (to the new API), "
             "socket reads and callbacks under the event loop. wrk, the upstream nginx and the proxy share the 2 "
             "cores; the proxy is one Python thread, so it is CPU-bound at 100 % of one core in every 32-connection run."
         )
