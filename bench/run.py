@@ -863,14 +863,14 @@ def render(b: Bench, info: dict[str, str]) -> str:
             "and response objects, timers and tracing hooks, several times the CPU of a bare asyncio protocol doing the "
             "same exchange (table above). `NativeTransport` is that bare protocol plus what a "
             "proxy needs and nothing more: a keep-alive pool with a bounded number of connections (pool timeout), "
-            "keep-alive expiry, llhttp parsing via httptools (the parser uvicorn already runs for the inbound side), "
+            "keep-alive expiry, llhttp parsing via httptools (the parser the proxy's inbound protocol, `proxy/http1.py`, runs too), "
             "streaming with flow control both ways, connect/read/write timeouts, TLS, and no retries, cookies, "
             "redirects, env proxies or decompression. Both custom transports map their failures to the httpx "
             "exceptions the proxy turns into answers, and share one test suite (`tests/test_transport.py`); "
             "`QCP_TRANSPORT=aiohttp` or `=httpx` switches back without code changes."
         )
         add("")
-        add("uvicorn runs with uvloop and httptools (its `auto` choice when `uvicorn[standard]` is installed).")
+        add("uvicorn's server runs the proxy's own HTTP/1.1 protocol (`proxy/http1.py`, httptools) on uvloop.")
         add("")
     # -- scale-out
     w32, p32 = find(L, W2, 32, "job"), find(L, P, 32, "job")
@@ -942,8 +942,9 @@ def why_missed(L: list[Load]) -> str:
         f"The p99 follows from the same number: 32 requests in flight on one thread queue behind each other, "
         f"so a request waits for up to ≈ 32 × {p.cpu_us:.0f} µs = {32 * p.cpu_us / 1000:.1f} ms of the others' work "
         f"before its own; p99 ≤ {P99:g} ms at 32 connections needs ≤ {P99 * 1000 / 32:.0f} µs per request. The profiles "
-        "below show where those microseconds go: most of them are uvicorn's HTTP/ASGI handling, the upstream "
-        "exchange and socket I/O, which the fix-ups do not touch; the fix-ups' own JSON work is a few per cent. "
+        "below show where those microseconds go: the inbound HTTP handling, the upstream exchange, socket I/O and "
+        "the per-request bookkeeping (access log, metrics, usage record), which the fix-ups do not touch; the fix-ups' "
+        "own JSON work is a few per cent. "
         "`--workers 2` (below) is the lever for throughput on a machine with free cores."
     )
 
