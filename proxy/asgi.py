@@ -76,12 +76,12 @@ class HangupWatch:
     __slots__ = ("_done", "_due", "_watcher", "fired", "receive", "task")
 
     def __init__(self, receive: Callable, after: float) -> None:
+        loop = asyncio.get_running_loop()  # (a getpid() syscall: once, then current_task(loop) needs none)
         self.receive = receive
-        self.task = asyncio.current_task()
+        self.task = asyncio.current_task(loop)
         self.fired = False
         self._done = False
         self._watcher: asyncio.Future[None] | None = None
-        loop = asyncio.get_running_loop()
         self._due = loop.time() + after
         sweep = _SWEEPS.get(loop)
         if sweep is None:

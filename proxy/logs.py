@@ -81,6 +81,9 @@ class TextFormatter(logging.Formatter):
         return f"  exception: {ei[0].__name__}" if ei and ei[0] else ""
 
 
+_MAIN_THREAD = threading.main_thread().ident
+
+
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Lines logged from the event loop are written in batches: one write per `interval`, not a
     write and a flush per request (one access line each). Same text, same order.
@@ -108,6 +111,15 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit_line(self, line: str) -> None:
         """Queue one formatted line (with its terminator); the caller holds self.lock."""
+        timer_loop = self._timer_loop
+        if self._timer is not None and timer_loop is not None and threading.get_ident() == _MAIN_THREAD:
+            # A flush is pending on a loop of the main thread; if that loop is running, it is this
+            # one. (asyncio.get_running_loop() costs a getpid() syscall on every call.)
+            if timer_loop.is_running():
+                self._lines.append(line)
+                if len(self._lines) >= self._batch:
+                    self.flush()
+                return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -108,6 +108,30 @@ def test_a_new_event_loop_gets_its_own_flush() -> None:
     assert out.getvalue() == "one\ntwo\nthree\n"
 
 
+def test_a_line_from_another_thread_is_written_at_once_while_a_flush_is_pending() -> None:
+    """The pending-flush shortcut (no get_running_loop per line) is for the main thread's loop only."""
+    import threading
+
+    out = io.StringIO()
+    handler = BufferedStreamHandler(out, interval=60)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = _logger(handler)
+
+    async def main() -> tuple[str, str]:
+        log.info("queued")  # arms the flush timer on this loop
+        log.info("queued too")  # the shortcut: appended behind it
+        t = threading.Thread(target=log.info, args=("from a thread",))
+        t.start()
+        t.join(5)
+        return out.getvalue(), "".join(handler._lines)
+
+    written, waiting = asyncio.run(main())
+    assert written == "queued\nqueued too\nfrom a thread\n"  # the thread's line flushed the batch, in order
+    assert waiting == ""
+    log.info("after")  # the loop is gone: its stale timer must not hold this line
+    assert out.getvalue().endswith("from a thread\nafter\n")
+
+
 @pytest.mark.parametrize("formatter", [TextFormatter, JsonFormatter])
 def test_the_access_line_fast_path_writes_what_the_record_path_writes(
     formatter: type[logging.Formatter], monkeypatch: pytest.MonkeyPatch
