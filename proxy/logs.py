@@ -111,23 +111,19 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit_line(self, line: str) -> None:
         """Queue one formatted line (with its terminator); the caller holds self.lock."""
-        timer_loop = self._timer_loop
-        if self._timer is not None and timer_loop is not None and threading.get_ident() == _MAIN_THREAD:
-            # A flush is pending on a loop of the main thread; if that loop is running, it is this
-            # one. (asyncio.get_running_loop() costs a getpid() syscall on every call.)
-            if timer_loop.is_running():
+        loop = self._timer_loop
+        # A flush pending on a running loop of the main thread, called from the main thread: that
+        # loop is this one (asyncio.get_running_loop() costs a getpid() syscall on every call).
+        pending = self._timer is not None and loop is not None and threading.get_ident() == _MAIN_THREAD
+        if not (pending and loop.is_running()):  # type: ignore[union-attr]
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is None or threading.get_ident() != _MAIN_THREAD:
                 self._lines.append(line)
-                if len(self._lines) >= self._batch:
-                    self.flush()
+                self.flush()
                 return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or threading.current_thread() is not threading.main_thread():
-            self._lines.append(line)
-            self.flush()
-            return
         self._lines.append(line)
         if len(self._lines) >= self._batch:
             self.flush()

@@ -523,13 +523,8 @@ class Pipeline:
         left = int(length) if length and length.isdigit() else -1
         more = True
         body = whole_body(resp)
-        if body is not None:  # all of it is here already (small answers): what the loop below would send
-            if body:
-                left -= len(body)
-                more = left != 0
-                await send({"type": "http.response.body", "body": body, "more_body": more})
-            if more:
-                await send({"type": "http.response.body", "body": b""})
+        if body is not None:  # all of it is here already (small answers): one message, the last
+            await send({"type": "http.response.body", "body": body})
             return
         watcher: asyncio.Future[Any] | None = None
         chunks = 0

@@ -124,16 +124,7 @@ async def read(resp: Response) -> bytes:
     answer when the transport's stream can read its body whole (`NativeTransport`) and there is
     no content coding to undo. Anything else goes through `aread`."""
     if type(resp) is UpstreamResponse:
-        stream = resp.stream
-        if resp.consumed or resp._content is not None or resp.headers.coded or stream.released:
-            return await resp.aread()  # the errors, the cached content, or httpx's decoders
-        resp.consumed = True
-        data = stream.whole()
-        if data is None:
-            data = await stream.read_all()
-        stream.release()
-        resp._content = data
-        return data  # type: ignore[no-any-return]
+        return await resp.aread()  # already without generators
     read_all = getattr(resp.stream, "read_all", None)
     if read_all is None or resp.is_stream_consumed or resp.is_closed or hasattr(resp, "_content"):
         return await resp.aread()

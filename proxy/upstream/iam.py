@@ -95,12 +95,8 @@ class TokenProvider:
         return None
 
     async def get(self) -> str:
-        now = self._clock()
-        if now < self._expires_at:
-            if now >= self._refresh_at:
-                self._start_refresh()  # renew in the background; this one is still good
-            return self._token.value  # type: ignore[union-attr]
-        return (await self._refresh()).value
+        value = self.cached()
+        return value if value is not None else (await self._refresh()).value
 
     def invalidate(self, value: str) -> None:
         """The upstream said 401 with this token: never hand it out again."""
